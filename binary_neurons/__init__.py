@@ -1,0 +1,43 @@
+"""binary-neurons: drop-in binary-neuron layers for PyTorch that train by backpropagation.
+
+Deterministic and stochastic binary neurons output hard 0/1 values in the forward pass and
+backpropagate a pseudo-gradient chosen from the estimators in :mod:`binary_neurons.estimators`
+(straight-through, sigmoid-adjusted straight-through, slope-annealed, clipped), as in
+Dong & Yang, "Training Generative Adversarial Networks with Binary Neurons by End-to-end
+Backpropagation" (arXiv:1810.04714).
+"""
+
+from . import estimators, functional
+from ._backend import BackendInfo, backend_info
+from .annealing import SlopeAnnealer
+from .estimators import (
+    ClippedStraightThrough,
+    Estimator,
+    SigmoidAdjusted,
+    SlopeAnnealed,
+    StraightThrough,
+    get_estimator,
+)
+from .functional import deterministic_binary, stochastic_binary
+from .modules import BinaryNeuron, DeterministicBinary, StochasticBinary
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendInfo",
+    "BinaryNeuron",
+    "ClippedStraightThrough",
+    "DeterministicBinary",
+    "Estimator",
+    "SigmoidAdjusted",
+    "SlopeAnnealed",
+    "SlopeAnnealer",
+    "StochasticBinary",
+    "StraightThrough",
+    "backend_info",
+    "deterministic_binary",
+    "estimators",
+    "functional",
+    "get_estimator",
+    "stochastic_binary",
+]

@@ -1,0 +1,113 @@
+"""Slope annealing: raise the slope of annealed binary neurons during training."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from .modules import BinaryNeuron
+
+__all__ = ["SlopeAnnealer"]
+
+
+class SlopeAnnealer:
+    r"""Multiplies the slope of every ``"annealed"`` binary neuron in a model.
+
+    Works like a learning-rate scheduler: call :meth:`step` once per epoch, after the epoch's
+    training. After :math:`k` steps a layer that started at slope :math:`s_0` has slope
+    :math:`\min(s_0 \cdot \text{factor}^k, \text{max\_slope})`. BinaryGAN uses
+    ``factor=1.1`` from :math:`s_0 = 1`, so epoch :math:`e` (counting from 0) trains at
+    :math:`1.1^e`.
+
+    The slopes live in the layers' ``slope`` buffers, so they are saved and restored with the
+    model's ``state_dict``; :meth:`state_dict` holds the annealer's own settings and step
+    count. Restoring both resumes the schedule exactly.
+
+    Args:
+        model: a module containing at least one :class:`~binary_neurons.DeterministicBinary` or
+            :class:`~binary_neurons.StochasticBinary` with ``estimator="annealed"`` (the module
+            itself may be that layer).
+        factor: the multiplier applied per step, a finite number > 0. Default: 1.1.
+        max_slope: an upper bound on the slope, or ``None`` for none. Default: ``None``.
+
+    Raises:
+        ValueError: if ``model`` has no annealed binary neuron, or for a bad ``factor`` or
+            ``max_slope``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> import binary_neurons as bn
+        >>> model = nn.Sequential(nn.Linear(8, 8), bn.StochasticBinary(estimator="annealed"))
+        >>> annealer = bn.SlopeAnnealer(model, factor=1.1)
+        >>> for epoch in range(3):
+        ...     pass  # train one epoch
+        ...     annealer.step()
+        >>> round(float(model[1].slope), 4)
+        1.331
+    """
+
+    def __init__(
+        self, model: nn.Module, factor: float = 1.1, max_slope: Optional[float] = None
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.factor = _positive_finite("factor", factor)
+        self.max_slope = None if max_slope is None else _positive_finite("max_slope", max_slope)
+        self.layers = [
+            module
+            for module in model.modules()
+            if isinstance(module, BinaryNeuron) and module.estimator.anneals
+        ]
+        if not self.layers:
+            raise ValueError(
+                "model has no binary neuron with estimator='annealed', so there is no slope to "
+                "anneal; create the layers with estimator='annealed'"
+            )
+        self.num_steps = 0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Multiply every annealed layer's slope by ``factor`` (capped at ``max_slope``)."""
+        for layer in self.layers:
+            layer.slope.mul_(self.factor)
+            if self.max_slope is not None:
+                layer.slope.clamp_(max=self.max_slope)
+        self.num_steps += 1
+
+    @property
+    def slopes(self) -> list[float]:
+        """The current slope of each annealed layer, in model order."""
+        return [float(layer.slope) for layer in self.layers]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The annealer's settings and step count (the slopes are in the model's state)."""
+        return {"factor": self.factor, "max_slope": self.max_slope, "num_steps": self.num_steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        missing = {"factor", "max_slope", "num_steps"} - set(state_dict)
+        if missing:
+            raise KeyError(f"SlopeAnnealer state_dict is missing {sorted(missing)}")
+        self.factor = _positive_finite("factor", state_dict["factor"])
+        max_slope = state_dict["max_slope"]
+        self.max_slope = None if max_slope is None else _positive_finite("max_slope", max_slope)
+        self.num_steps = int(state_dict["num_steps"])
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(factor={self.factor:g}, max_slope={self.max_slope}, "
+            f"layers={len(self.layers)}, num_steps={self.num_steps})"
+        )
+
+
+def _positive_finite(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return value

@@ -1,0 +1,207 @@
+r"""Gradient estimators for binary neurons.
+
+A binary neuron's forward pass is a step function (or a Bernoulli sample), whose true
+derivative is zero almost everywhere. An *estimator* replaces that derivative by a
+pseudo-gradient in the backward pass (Bengio, Léonard & Courville, 2013, arXiv:1308.3432).
+
+Throughout, :math:`a` is the pre-activation, :math:`s > 0` the slope,
+:math:`p = \sigma(s a)` the *preactivated output*, :math:`y \in \{0, 1\}` the neuron's output and
+:math:`g = \partial L / \partial y` the incoming gradient.
+
+Estimators are chosen by short name or passed as objects::
+
+    >>> from binary_neurons.estimators import get_estimator
+    >>> get_estimator("sigmoid")
+    SigmoidAdjusted()
+    >>> get_estimator("clipped")
+    ClippedStraightThrough(clip_value=1.0)
+
+The built-in estimators run inside the fused backward kernel. A subclass of
+:class:`Estimator` that overrides :meth:`Estimator.backward` defines a new estimator in plain
+PyTorch; it runs through :class:`torch.autograd.Function` instead of the fused kernel.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Union
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Estimator",
+    "StraightThrough",
+    "SigmoidAdjusted",
+    "SlopeAnnealed",
+    "ClippedStraightThrough",
+    "ESTIMATORS",
+    "get_estimator",
+]
+
+
+class Estimator:
+    r"""Base class of gradient estimators.
+
+    Subclasses set :attr:`name` and implement :meth:`backward`. The four built-in estimators
+    also name the fused kernel they map to (:attr:`kernel`); a user-defined subclass leaves it
+    ``None`` and its :meth:`backward` is called from a :class:`torch.autograd.Function`.
+    """
+
+    #: Short name used by :func:`get_estimator`.
+    name: str = ""
+    #: Whether :class:`~binary_neurons.SlopeAnnealer` raises the slope of layers using it.
+    anneals: bool = False
+    #: Name of the fused backward kernel (``"identity"``, ``"sigmoid"`` or ``"clipped"``), or
+    #: ``None`` for estimators that run in Python.
+    kernel: str | None = None
+
+    def backward(self, grad_output: Tensor, input: Tensor, slope: Tensor) -> Tensor:
+        """Return the pseudo-gradient :math:`\\partial L / \\partial a`.
+
+        Args:
+            grad_output: gradient of the loss with respect to the neuron's output.
+            input: the pre-activation the forward pass saw.
+            slope: the slope, a 0-dim floating tensor.
+        """
+        raise NotImplementedError
+
+    @property
+    def clip_value(self) -> float:
+        """The clipping threshold passed to the fused kernel (0 where unused)."""
+        return 0.0
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.clip_value == other.clip_value
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.clip_value))
+
+
+class StraightThrough(Estimator):
+    r"""Identity straight-through estimator (``"identity"``).
+
+    The threshold or sampler is treated as the identity in the backward pass:
+
+    .. math::
+        \text{forward: } y = \text{threshold or sample of } \sigma(s a), \qquad
+        \text{backward: } \frac{\partial L}{\partial a} = g.
+    """
+
+    name = "identity"
+    kernel = "identity"
+
+    def backward(self, grad_output: Tensor, input: Tensor, slope: Tensor) -> Tensor:
+        return grad_output.clone()
+
+
+class SigmoidAdjusted(Estimator):
+    r"""Sigmoid-adjusted straight-through estimator (``"sigmoid"``, the default).
+
+    Backpropagates through the sigmoid and treats only the threshold or sampler as the
+    identity. This is the estimator of BinaryGAN (Dong & Yang, 2018) for deterministic and
+    stochastic neurons alike:
+
+    .. math::
+        \frac{\partial L}{\partial a} = g \, s \, \sigma(s a) \bigl(1 - \sigma(s a)\bigr).
+    """
+
+    name = "sigmoid"
+    kernel = "sigmoid"
+
+    def backward(self, grad_output: Tensor, input: Tensor, slope: Tensor) -> Tensor:
+        opmath = torch.promote_types(input.dtype, torch.float32)
+        x = input.to(opmath) * slope.to(opmath)
+        # sigma(x) * sigma(-x) equals p (1 - p) but keeps its precision when p is near 1.
+        derivative = slope.to(opmath) * torch.sigmoid(x) * torch.sigmoid(-x)
+        return (grad_output.to(opmath) * derivative).to(grad_output.dtype)
+
+
+class SlopeAnnealed(SigmoidAdjusted):
+    r"""Sigmoid-adjusted estimator whose slope is raised during training (``"annealed"``).
+
+    The pseudo-gradient is that of :class:`SigmoidAdjusted`; the difference is that
+    :class:`~binary_neurons.SlopeAnnealer` multiplies the slope :math:`s` of every layer that
+    uses this estimator, typically once per epoch (Chung et al., 2016, arXiv:1609.01704). As
+    :math:`s` grows, :math:`\sigma(s a)` approaches the step function and the gradient
+    concentrates near :math:`a = 0`.
+    """
+
+    name = "annealed"
+    anneals = True
+
+
+class ClippedStraightThrough(Estimator):
+    r"""Clipped straight-through estimator (``"clipped"``).
+
+    The identity where the pre-activation is small, zero elsewhere (the "hardtanh" estimator
+    of binarized neural networks):
+
+    .. math::
+        \frac{\partial L}{\partial a} = g \, \mathbb{1}[\,|a| \le c\,].
+
+    Args:
+        clip_value: the threshold :math:`c > 0`. Default: 1.0.
+    """
+
+    name = "clipped"
+    kernel = "clipped"
+
+    def __init__(self, clip_value: float = 1.0) -> None:
+        clip_value = float(clip_value)
+        if not (math.isfinite(clip_value) and clip_value > 0):
+            raise ValueError(
+                f"clip_value must be a finite number > 0, got {clip_value!r}"
+            )
+        self._clip_value = clip_value
+
+    @property
+    def clip_value(self) -> float:
+        return self._clip_value
+
+    def backward(self, grad_output: Tensor, input: Tensor, slope: Tensor) -> Tensor:
+        inside = input.abs() <= self._clip_value
+        return torch.where(inside, grad_output, torch.zeros_like(grad_output))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(clip_value={self._clip_value})"
+
+
+#: The built-in estimators by name.
+ESTIMATORS: dict[str, type[Estimator]] = {
+    cls.name: cls
+    for cls in (StraightThrough, SigmoidAdjusted, SlopeAnnealed, ClippedStraightThrough)
+}
+
+EstimatorLike = Union[str, Estimator]
+
+
+def get_estimator(estimator: EstimatorLike) -> Estimator:
+    """Return the estimator named by ``estimator``, or ``estimator`` itself if it is one.
+
+    Args:
+        estimator: one of ``"identity"``, ``"sigmoid"``, ``"annealed"``, ``"clipped"``, or an
+            :class:`Estimator` instance.
+
+    Raises:
+        ValueError: for an unknown name.
+        TypeError: for anything that is neither a string nor an :class:`Estimator`.
+    """
+    if isinstance(estimator, Estimator):
+        return estimator
+    if isinstance(estimator, str):
+        try:
+            return ESTIMATORS[estimator]()
+        except KeyError:
+            valid = ", ".join(repr(name) for name in ESTIMATORS)
+            raise ValueError(
+                f"unknown estimator {estimator!r}; expected one of {valid} "
+                "or an Estimator instance"
+            ) from None
+    raise TypeError(
+        "estimator must be a string or an Estimator instance, "
+        f"got {type(estimator).__name__}"
+    )

@@ -1,0 +1,207 @@
+r"""Functional forms of the binary neurons.
+
+Both functions map a real pre-activation :math:`a` of any shape to an output of the same shape
+and dtype with values in :math:`\{0, 1\}`, and backpropagate the chosen estimator's
+pseudo-gradient (see :mod:`binary_neurons.estimators`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+from . import _ops
+from .estimators import Estimator, EstimatorLike, get_estimator
+
+__all__ = ["deterministic_binary", "stochastic_binary", "preactivation"]
+
+SlopeLike = Union[float, Tensor]
+
+# Seeds are drawn from [0, 2**62): wide enough for Philox keys, and inside the range that
+# torch.compile's randint lowering handles.
+_SEED_HIGH = 2**62
+
+
+def _check_input(input: Tensor) -> None:
+    if not isinstance(input, Tensor):
+        raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
+    if not input.is_floating_point():
+        raise TypeError(
+            "input must be a floating-point tensor (float16, bfloat16, float32 or float64), "
+            f"got {input.dtype}"
+        )
+
+
+def check_slope_value(slope: float) -> float:
+    """Return ``slope`` as a float if it is a finite number > 0, else raise ``ValueError``."""
+    if isinstance(slope, bool) or not isinstance(slope, (int, float)):
+        raise TypeError(f"slope must be a number or a 0-dim tensor, got {type(slope).__name__}")
+    slope = float(slope)
+    if not (math.isfinite(slope) and slope > 0):
+        raise ValueError(f"slope must be a finite number > 0, got {slope!r}")
+    return slope
+
+
+def _as_slope_tensor(slope: SlopeLike, input: Tensor) -> Tensor:
+    if isinstance(slope, Tensor):
+        if slope.numel() != 1 or not slope.is_floating_point():
+            raise ValueError(
+                "slope must be a floating-point tensor with one element, "
+                f"got shape {tuple(slope.shape)} and dtype {slope.dtype}"
+            )
+        if slope.device.type != "cpu" and slope.device != input.device:
+            raise ValueError(
+                f"slope is on {slope.device} but input is on {input.device}; "
+                "expected the input's device or the CPU"
+            )
+        if slope.device.type == "cpu" and not torch.compiler.is_compiling():
+            # Reading a CPU scalar costs nothing; a device scalar is validated by its owner
+            # (the layers check their slope whenever it is set).
+            check_slope_value(slope.item())
+        return slope.reshape(())
+    # A CPU scalar tensor works with inputs on any device and needs no host-to-device copy.
+    return torch.tensor(check_slope_value(slope), dtype=torch.float64)
+
+
+def _draw_seed(input: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+            )
+        if torch.device(generator.device) != input.device:
+            raise ValueError(
+                f"generator is on {generator.device} but input is on {input.device}; "
+                "expected a generator on the input's device"
+            )
+    return torch.randint(
+        0, _SEED_HIGH, (), dtype=torch.int64, device=input.device, generator=generator
+    )
+
+
+class _PythonEstimatorFunction(torch.autograd.Function):
+    """Runs the op's forward with the backward of a user-defined :class:`Estimator`."""
+
+    @staticmethod
+    def forward(ctx, input, slope, seed, estimator):
+        ctx.save_for_backward(input, slope)
+        ctx.estimator = estimator
+        return _ops.threshold_sample(input, slope, seed, "identity", 0.0)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, slope = ctx.saved_tensors
+        return ctx.estimator.backward(grad_output, input, slope), None, None, None
+
+
+def _binary(
+    input: Tensor, estimator: EstimatorLike, slope: SlopeLike, seed: Optional[Tensor]
+) -> Tensor:
+    estimator = get_estimator(estimator)
+    slope = _as_slope_tensor(slope, input)
+    if estimator.kernel is None:
+        return _PythonEstimatorFunction.apply(input, slope, seed, estimator)
+    return _ops.threshold_sample(input, slope, seed, estimator.kernel, estimator.clip_value)
+
+
+def deterministic_binary(
+    input: Tensor, estimator: EstimatorLike = "sigmoid", slope: SlopeLike = 1.0
+) -> Tensor:
+    r"""Deterministic binary neuron: threshold the pre-activation at zero.
+
+    .. math::
+        y = \mathbb{1}\bigl[\sigma(s a) > 0.5\bigr] = \mathbb{1}[a > 0]
+
+    :math:`a = 0` gives 0; NaN gives NaN. The slope :math:`s` does not change the forward pass;
+    it enters the pseudo-gradient of the ``"sigmoid"`` and ``"annealed"`` estimators.
+
+    Args:
+        input: the pre-activation :math:`a`, a floating-point tensor of any shape.
+        estimator: the gradient estimator: ``"identity"``, ``"sigmoid"`` (default),
+            ``"annealed"``, ``"clipped"``, or an :class:`~binary_neurons.estimators.Estimator`.
+        slope: the slope :math:`s > 0`, a number or a one-element tensor. Default: 1.0.
+
+    Shape:
+        - Input: :math:`(*)`, any shape, including empty and 0-dim.
+        - Output: :math:`(*)`, same shape, dtype and layout as the input.
+
+    Examples:
+        >>> import torch
+        >>> from binary_neurons.functional import deterministic_binary
+        >>> a = torch.tensor([-1.0, 0.0, 2.0], requires_grad=True)
+        >>> y = deterministic_binary(a)
+        >>> y
+        tensor([0., 0., 1.], grad_fn=<BinaryNeuronsThresholdSampleBackward0>)
+        >>> y.sum().backward()
+        >>> a.grad  # s * p * (1 - p) with p = sigmoid(a)
+        tensor([0.1966, 0.2500, 0.1050])
+    """
+    _check_input(input)
+    return _binary(input, estimator, slope, None)
+
+
+def stochastic_binary(
+    input: Tensor,
+    estimator: EstimatorLike = "sigmoid",
+    slope: SlopeLike = 1.0,
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
+    r"""Stochastic binary neuron: a Bernoulli sample with probability :math:`\sigma(s a)`.
+
+    .. math::
+        y = \mathbb{1}\bigl[u < \sigma(s a)\bigr], \quad u \sim U[0, 1), \qquad
+        \mathbb{E}[y] = \sigma(s a).
+
+    Fresh noise is drawn on every call: a seed is taken from ``generator`` (or the default
+    generator of the input's device, so :func:`torch.manual_seed` makes runs repeat), and the
+    uniforms are generated from it inside the kernel. No gradient flows to the noise. NaN
+    gives NaN.
+
+    Args:
+        input: the pre-activation :math:`a`, a floating-point tensor of any shape.
+        estimator: the gradient estimator: ``"identity"``, ``"sigmoid"`` (default),
+            ``"annealed"``, ``"clipped"``, or an :class:`~binary_neurons.estimators.Estimator`.
+        slope: the slope :math:`s > 0`, a number or a one-element tensor. Default: 1.0.
+        generator: a :class:`torch.Generator` on the input's device, or ``None`` for the
+            default generator.
+
+    Shape:
+        - Input: :math:`(*)`, any shape, including empty and 0-dim.
+        - Output: :math:`(*)`, same shape, dtype and layout as the input.
+
+    Examples:
+        >>> import torch
+        >>> from binary_neurons.functional import stochastic_binary
+        >>> g = torch.Generator().manual_seed(0)
+        >>> y = stochastic_binary(torch.zeros(10_000), generator=g)
+        >>> sorted(y.unique().tolist())
+        [0.0, 1.0]
+        >>> abs(y.mean().item() - 0.5) < 0.02
+        True
+    """
+    _check_input(input)
+    return _binary(input, estimator, slope, _draw_seed(input, generator))
+
+
+def preactivation(input: Tensor, slope: SlopeLike = 1.0) -> Tensor:
+    r"""The preactivated output :math:`p = \sigma(s a)`, differentiable.
+
+    This is the firing probability of a stochastic neuron, and what BinaryGAN plots in its
+    histograms of preactivated outputs.
+
+    Args:
+        input: the pre-activation :math:`a`, a floating-point tensor of any shape.
+        slope: the slope :math:`s > 0`, a number or a one-element tensor. Default: 1.0.
+
+    Examples:
+        >>> import torch
+        >>> from binary_neurons.functional import preactivation
+        >>> preactivation(torch.tensor([0.0, 2.0]), slope=0.5)
+        tensor([0.5000, 0.7311])
+    """
+    _check_input(input)
+    slope = _as_slope_tensor(slope, input)
+    return torch.sigmoid(input * slope.to(device=input.device, dtype=input.dtype))

@@ -1,0 +1,154 @@
+"""Binary-neuron layers: drop-in :class:`torch.nn.Module` wrappers of the functional forms."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from . import functional as F
+from .estimators import EstimatorLike, get_estimator
+
+__all__ = ["BinaryNeuron", "DeterministicBinary", "StochasticBinary"]
+
+
+class BinaryNeuron(nn.Module):
+    """Base class of the binary-neuron layers: an estimator and a slope.
+
+    The slope is a 0-dim buffer named ``slope``: it is saved in the ``state_dict``, moves with
+    the module, and is what :class:`~binary_neurons.SlopeAnnealer` raises. A binary neuron has
+    no learnable parameters.
+    """
+
+    slope: Tensor
+
+    def __init__(self, estimator: EstimatorLike = "sigmoid", slope: float = 1.0) -> None:
+        super().__init__()
+        self.estimator = get_estimator(estimator)
+        self.register_buffer("slope", torch.tensor(F.check_slope_value(slope)))
+
+    def set_slope(self, value: float) -> None:
+        """Set the slope to ``value`` (a finite number > 0), in place."""
+        value = F.check_slope_value(value)
+        with torch.no_grad():
+            self.slope.fill_(value)
+
+    def probability(self, input: Tensor) -> Tensor:
+        r"""The preactivated output :math:`p = \sigma(s a)` at the layer's current slope."""
+        return F.preactivation(input, self.slope)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        slope = state_dict.get(prefix + "slope")
+        if isinstance(slope, Tensor) and slope.numel() == 1:
+            value = float(slope.item())
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"{prefix}slope in the state_dict must be a finite number > 0, got {value!r}"
+                )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"estimator={self.estimator.name!r}, slope={float(self.slope):g}" + (
+            f", clip_value={self.estimator.clip_value:g}"
+            if self.estimator.name == "clipped"
+            else ""
+        )
+
+
+class DeterministicBinary(BinaryNeuron):
+    r"""Deterministic binary neuron (DBN): :math:`y = \mathbb{1}[\sigma(s a) > 0.5]`.
+
+    Applied elementwise; see :func:`~binary_neurons.functional.deterministic_binary`. Behaves
+    the same in training and evaluation mode.
+
+    Args:
+        estimator: the gradient estimator: ``"identity"``, ``"sigmoid"`` (default),
+            ``"annealed"``, ``"clipped"``, or an :class:`~binary_neurons.estimators.Estimator`.
+        slope: the initial slope :math:`s > 0`. Default: 1.0.
+
+    Shape:
+        - Input: :math:`(*)`, any shape.
+        - Output: :math:`(*)`, same shape and dtype as the input, values in :math:`\{0, 1\}`.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> import binary_neurons as bn
+        >>> model = nn.Sequential(nn.Linear(4, 3), bn.DeterministicBinary(estimator="annealed"))
+        >>> model[1]
+        DeterministicBinary(estimator='annealed', slope=1)
+        >>> y = model(torch.randn(2, 4))
+        >>> y.shape, set(y.unique().tolist()) <= {0.0, 1.0}
+        (torch.Size([2, 3]), True)
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.deterministic_binary(input, self.estimator, self.slope)
+
+
+class StochasticBinary(BinaryNeuron):
+    r"""Stochastic binary neuron (SBN): :math:`y \sim \text{Bernoulli}(\sigma(s a))`.
+
+    Applied elementwise; see :func:`~binary_neurons.functional.stochastic_binary`. In training
+    mode it always samples. In evaluation mode it does what ``eval_mode`` says: keep sampling
+    (the default, as BinaryGAN's generator does at test time), threshold at
+    :math:`p = 0.5`, or return the probability :math:`p` itself.
+
+    Args:
+        estimator: the gradient estimator: ``"identity"``, ``"sigmoid"`` (default),
+            ``"annealed"``, ``"clipped"``, or an :class:`~binary_neurons.estimators.Estimator`.
+        slope: the initial slope :math:`s > 0`. Default: 1.0.
+        eval_mode: ``"sample"`` (default), ``"threshold"`` or ``"probability"``.
+
+    Shape:
+        - Input: :math:`(*)`, any shape.
+        - Output: :math:`(*)`, same shape and dtype as the input, values in :math:`\{0, 1\}`
+          (in :math:`[0, 1]` with ``eval_mode="probability"`` in evaluation mode).
+
+    Examples:
+        >>> import torch
+        >>> import binary_neurons as bn
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> layer = bn.StochasticBinary(slope=2.0, eval_mode="threshold")
+        >>> layer
+        StochasticBinary(estimator='sigmoid', slope=2, eval_mode='threshold')
+        >>> a = torch.tensor([-3.0, -0.1, 0.1, 3.0])
+        >>> layer(a).shape
+        torch.Size([4])
+        >>> layer.eval()(a)
+        tensor([0., 0., 1., 1.])
+    """
+
+    EVAL_MODES = ("sample", "threshold", "probability")
+
+    def __init__(
+        self,
+        estimator: EstimatorLike = "sigmoid",
+        slope: float = 1.0,
+        eval_mode: str = "sample",
+    ) -> None:
+        super().__init__(estimator, slope)
+        if eval_mode not in self.EVAL_MODES:
+            valid = ", ".join(repr(mode) for mode in self.EVAL_MODES)
+            raise ValueError(f"unknown eval_mode {eval_mode!r}; expected one of {valid}")
+        self.eval_mode = eval_mode
+
+    def forward(self, input: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        """Sample (or, in evaluation mode, follow ``eval_mode``).
+
+        Args:
+            input: the pre-activation.
+            generator: a :class:`torch.Generator` on the input's device for the noise, or
+                ``None`` for the default generator.
+        """
+        if self.training or self.eval_mode == "sample":
+            return F.stochastic_binary(input, self.estimator, self.slope, generator)
+        if self.eval_mode == "threshold":
+            return F.deterministic_binary(input, self.estimator, self.slope)
+        return self.probability(input)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", eval_mode={self.eval_mode!r}"
