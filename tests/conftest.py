@@ -1,0 +1,39 @@
+"""Shared fixtures and helpers: devices, dtypes and tolerances."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+FLOAT_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+
+# Relative tolerances of a gradient against its float64 closed form, per dtype.
+GRAD_RTOL = {
+    torch.float16: 2e-3,
+    torch.bfloat16: 1.6e-2,
+    torch.float32: 1e-6,
+    torch.float64: 1e-12,
+}
+
+
+def grad_atol(dtype: torch.dtype, slope: float) -> float:
+    """Absolute floor for gradient comparisons.
+
+    Relative precision ends at the smallest normal number of the type the kernel computes in
+    (float32 for the half types); below it only absolute precision is left, and the slope then
+    multiplies that subnormal intermediate.
+    """
+    opmath = torch.promote_types(dtype, torch.float32)
+    return max(torch.finfo(opmath).tiny, torch.finfo(dtype).tiny) * max(1.0, slope)
+
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    return request.param
+
+
+@pytest.fixture(params=FLOAT_DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+def dtype(request) -> torch.dtype:
+    return request.param

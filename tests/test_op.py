@@ -1,0 +1,156 @@
+"""The custom op: opcheck, torch.compile, the backend switch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import binary_neurons as bn
+from binary_neurons import _ops
+
+OP = torch.ops.binary_neurons.threshold_sample.default
+OP_BACKWARD = torch.ops.binary_neurons.threshold_sample_backward.default
+
+
+def _samples(device):
+    base = torch.randn(6, 5, dtype=torch.float32, device=device)
+    seed = torch.tensor(123, dtype=torch.int64, device=device)
+    for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        for estimator in ("identity", "sigmoid", "clipped"):
+            for noise in (None, seed):
+                a = base.to(dtype).requires_grad_()
+                yield (a, torch.tensor(1.7, dtype=torch.float64), noise, estimator, 1.0)
+    yield (base.t().requires_grad_(), torch.tensor(2.0), seed, "sigmoid", 1.0)
+    yield (torch.randn((), device=device), torch.tensor(2.0), seed, "sigmoid", 1.0)
+    yield (torch.randn(0, 3, device=device), torch.tensor(2.0), None, "clipped", 0.5)
+
+
+def test_opcheck_forward(device):
+    for args in _samples(device):
+        torch.library.opcheck(OP, args)
+
+
+def test_opcheck_backward(device):
+    a = torch.randn(6, 5, device=device)
+    g = torch.randn(6, 5, device=device)
+    for estimator in ("identity", "sigmoid", "clipped"):
+        torch.library.opcheck(OP_BACKWARD, (g, a, torch.tensor(1.3), estimator, 0.7))
+
+
+def test_schemas_match_the_python_definition():
+    for name, schema in _ops.SCHEMAS.items():
+        op = getattr(torch.ops.binary_neurons, name).default
+        assert str(op._schema) == "binary_neurons::" + schema
+
+
+def test_op_is_a_function_of_its_seed(device):
+    a = torch.randn(1000, device=device)
+    seed = torch.tensor(99, device=device)
+    slope = torch.tensor(1.0)
+    first = OP(a, slope, seed, "sigmoid", 1.0)
+    assert torch.equal(first, OP(a, slope, seed, "sigmoid", 1.0))
+    assert not torch.equal(first, OP(a, slope, torch.tensor(100, device=device), "sigmoid", 1.0))
+
+
+def test_unknown_fused_estimator_in_backward():
+    with pytest.raises(Exception, match="unknown fused estimator 'ste'"):
+        OP_BACKWARD(torch.ones(2), torch.ones(2), torch.tensor(1.0), "ste", 1.0)
+
+
+def test_backend_info():
+    info = bn.backend_info()
+    assert info.name in ("native", "python")
+    assert set(info.devices) == {"cpu", "cuda"}
+    assert info.reason
+    assert str(info).startswith(f"binary_neurons backend: {info.name}")
+    if info.name == "python":
+        assert info.devices == {"cpu": "python", "cuda": "python"}
+
+
+def _backend_in_subprocess(value: str) -> str:
+    env = dict(os.environ, BINARY_NEURONS_BACKEND=value)
+    code = "import binary_neurons; print(binary_neurons.backend_info().name)"
+    result = subprocess.run(
+        [sys.executable, "-W", "default", "-c", code],
+        env=env, capture_output=True, text=True, check=True,
+    )
+    return result.stdout.strip() + "|" + result.stderr
+
+
+def test_backend_switch_python():
+    assert _backend_in_subprocess("python").startswith("python|")
+
+
+def test_backend_switch_bad_value_warns_and_still_imports():
+    out = _backend_in_subprocess("gpu")
+    assert "BINARY_NEURONS_BACKEND='gpu' is not one of auto, native, python" in out
+    assert out.split("|")[0] in ("native", "python")
+
+
+class _Net(nn.Module):
+    def __init__(self, neuron: nn.Module):
+        super().__init__()
+        self.hidden = nn.Linear(8, 16)
+        self.neuron = neuron
+        self.out = nn.Linear(16, 1)
+
+    def forward(self, x):
+        return self.out(self.neuron(self.hidden(x)))
+
+
+def _step(model, x):
+    model.zero_grad()
+    y = model(x)
+    y.sum().backward()
+    return y.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize(
+    "neuron",
+    [
+        lambda: bn.DeterministicBinary(estimator="sigmoid", slope=2.0),
+        lambda: bn.StochasticBinary(estimator="annealed"),
+        lambda: bn.StochasticBinary(estimator="clipped"),
+    ],
+    ids=["dbn-sigmoid", "sbn-annealed", "sbn-clipped"],
+)
+def test_compile_fullgraph_equals_eager(neuron, device):
+    """Training mode, estimator active: outputs and gradients equal eager's.
+
+    ``fallback_random`` makes Inductor draw the seed with the same generator as eager, so the
+    stochastic neuron's samples match too.
+    """
+    import torch._inductor.config as inductor_config
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = _Net(neuron()).to(device).train()
+    x = torch.randn(32, 8, device=device)
+    compiled = torch.compile(model, fullgraph=True)
+    for _ in range(2):
+        torch.manual_seed(1)
+        eager_y, eager_grads = _step(model, x)
+        torch.manual_seed(1)
+        with inductor_config.patch(fallback_random=True):
+            compiled_y, compiled_grads = _step(compiled, x)
+        assert torch.equal(eager_y, compiled_y)
+        for eager_grad, compiled_grad in zip(eager_grads, compiled_grads):
+            torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_compile_no_recompile_when_slope_anneals():
+    torch._dynamo.reset()
+    model = _Net(bn.StochasticBinary(estimator="annealed"))
+    annealer = bn.SlopeAnnealer(model)
+    compiled = torch.compile(model, fullgraph=True)
+    x = torch.randn(4, 8)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for _ in range(3):
+            compiled(x).sum().backward()
+            annealer.step()
+    assert float(model.neuron.slope) == pytest.approx(1.331)
