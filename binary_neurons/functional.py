@@ -133,8 +133,8 @@ def deterministic_binary(
         >>> from binary_neurons.functional import deterministic_binary
         >>> a = torch.tensor([-1.0, 0.0, 2.0], requires_grad=True)
         >>> y = deterministic_binary(a)
-        >>> y
-        tensor([0., 0., 1.], grad_fn=<BinaryNeuronsThresholdSampleBackward0>)
+        >>> y.detach()
+        tensor([0., 0., 1.])
         >>> y.sum().backward()
         >>> a.grad  # s * p * (1 - p) with p = sigmoid(a)
         tensor([0.1966, 0.2500, 0.1050])
