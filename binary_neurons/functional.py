@@ -25,7 +25,8 @@ SlopeLike = Union[float, Tensor]
 _SEED_HIGH = 2**62
 
 
-def _check_input(input: Tensor) -> None:
+def check_input(input: Tensor) -> None:
+    """Raise ``TypeError`` unless ``input`` is a floating-point tensor."""
     if not isinstance(input, Tensor):
         raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
     if not input.is_floating_point():
@@ -66,7 +67,8 @@ def _as_slope_tensor(slope: SlopeLike, input: Tensor) -> Tensor:
     return torch.tensor(check_slope_value(slope), dtype=torch.float64)
 
 
-def _draw_seed(input: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+def draw_seed(input: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    """Draw the op's seed for ``input`` from ``generator`` (or the device's default)."""
     if generator is not None:
         if not isinstance(generator, torch.Generator):
             raise TypeError(
@@ -100,8 +102,17 @@ class _PythonEstimatorFunction(torch.autograd.Function):
 def _binary(
     input: Tensor, estimator: EstimatorLike, slope: SlopeLike, seed: Optional[Tensor]
 ) -> Tensor:
-    estimator = get_estimator(estimator)
-    slope = _as_slope_tensor(slope, input)
+    return apply_binary(input, get_estimator(estimator), _as_slope_tensor(slope, input), seed)
+
+
+def apply_binary(
+    input: Tensor, estimator: Estimator, slope: Tensor, seed: Optional[Tensor]
+) -> Tensor:
+    """Run the op with an already validated estimator and 0-dim slope tensor.
+
+    The layers call this directly: their slope buffer is validated whenever it is set, so the
+    per-call checks of the public functions would only add latency to small inputs.
+    """
     if estimator.kernel is None:
         return _PythonEstimatorFunction.apply(input, slope, seed, estimator)
     return _ops.threshold_sample(input, slope, seed, estimator.kernel, estimator.clip_value)
@@ -139,7 +150,7 @@ def deterministic_binary(
         >>> a.grad  # s * p * (1 - p) with p = sigmoid(a)
         tensor([0.1966, 0.2500, 0.1050])
     """
-    _check_input(input)
+    check_input(input)
     return _binary(input, estimator, slope, None)
 
 
@@ -182,8 +193,8 @@ def stochastic_binary(
         >>> abs(y.mean().item() - 0.5) < 0.02
         True
     """
-    _check_input(input)
-    return _binary(input, estimator, slope, _draw_seed(input, generator))
+    check_input(input)
+    return _binary(input, estimator, slope, draw_seed(input, generator))
 
 
 def preactivation(input: Tensor, slope: SlopeLike = 1.0) -> Tensor:
@@ -202,6 +213,6 @@ def preactivation(input: Tensor, slope: SlopeLike = 1.0) -> Tensor:
         >>> preactivation(torch.tensor([0.0, 2.0]), slope=0.5)
         tensor([0.5000, 0.7311])
     """
-    _check_input(input)
+    check_input(input)
     slope = _as_slope_tensor(slope, input)
     return torch.sigmoid(input * slope.to(device=input.device, dtype=input.dtype))

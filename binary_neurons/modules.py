@@ -85,7 +85,8 @@ class DeterministicBinary(BinaryNeuron):
     """
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.deterministic_binary(input, self.estimator, self.slope)
+        F.check_input(input)
+        return F.apply_binary(input, self.estimator, self.slope, None)
 
 
 class StochasticBinary(BinaryNeuron):
@@ -144,11 +145,14 @@ class StochasticBinary(BinaryNeuron):
             generator: a :class:`torch.Generator` on the input's device for the noise, or
                 ``None`` for the default generator.
         """
+        F.check_input(input)
         if self.training or self.eval_mode == "sample":
-            return F.stochastic_binary(input, self.estimator, self.slope, generator)
-        if self.eval_mode == "threshold":
-            return F.deterministic_binary(input, self.estimator, self.slope)
-        return self.probability(input)
+            seed = F.draw_seed(input, generator)
+        elif self.eval_mode == "threshold":
+            seed = None
+        else:
+            return self.probability(input)
+        return F.apply_binary(input, self.estimator, self.slope, seed)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", eval_mode={self.eval_mode!r}"
