@@ -74,3 +74,14 @@ copybutton_prompt_is_regexp = True
 
 doctest_global_setup = "import torch\nimport binary_neurons as bn\ntorch.manual_seed(0)"
 
+
+
+def _draw_figures(app) -> None:
+    sys.path.insert(0, str(Path(__file__).parent / "scripts"))
+    import estimator_figures
+
+    estimator_figures.main(Path(app.srcdir) / "generated" / "figures")
+
+
+def setup(app):
+    app.connect("builder-inited", _draw_figures)
