@@ -136,8 +136,8 @@ def deterministic_binary(
         slope: the slope :math:`s > 0`, a number or a one-element tensor. Default: 1.0.
 
     Shape:
-        - Input: :math:`(*)`, any shape, including empty and 0-dim.
-        - Output: :math:`(*)`, same shape, dtype and layout as the input.
+        Input: :math:`(*)`, any shape, including empty and 0-dim.
+        Output: :math:`(*)`, same shape, dtype and layout as the input.
 
     Examples:
         >>> import torch
@@ -180,8 +180,8 @@ def stochastic_binary(
             default generator.
 
     Shape:
-        - Input: :math:`(*)`, any shape, including empty and 0-dim.
-        - Output: :math:`(*)`, same shape, dtype and layout as the input.
+        Input: :math:`(*)`, any shape, including empty and 0-dim.
+        Output: :math:`(*)`, same shape, dtype and layout as the input.
 
     Examples:
         >>> import torch

@@ -69,8 +69,8 @@ class DeterministicBinary(BinaryNeuron):
         slope: the initial slope :math:`s > 0`. Default: 1.0.
 
     Shape:
-        - Input: :math:`(*)`, any shape.
-        - Output: :math:`(*)`, same shape and dtype as the input, values in :math:`\{0, 1\}`.
+        Input: :math:`(*)`, any shape.
+        Output: :math:`(*)`, same shape and dtype as the input, values in :math:`\{0, 1\}`.
 
     Examples:
         >>> import torch
@@ -104,8 +104,8 @@ class StochasticBinary(BinaryNeuron):
         eval_mode: ``"sample"`` (default), ``"threshold"`` or ``"probability"``.
 
     Shape:
-        - Input: :math:`(*)`, any shape.
-        - Output: :math:`(*)`, same shape and dtype as the input, values in :math:`\{0, 1\}`
+        Input: :math:`(*)`, any shape.
+        Output: :math:`(*)`, same shape and dtype as the input, values in :math:`\{0, 1\}`
           (in :math:`[0, 1]` with ``eval_mode="probability"`` in evaluation mode).
 
     Examples:

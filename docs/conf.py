@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from pathlib import Path
@@ -30,12 +31,17 @@ extensions = [
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build", "generated/*.inc"]
+exclude_patterns = ["_build"]
+templates_path = ["_templates"]
 
 autosummary_generate = True
-autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_default_options = {
+    "members": True,
+    "show-inheritance": True,
+    "exclude-members": "extra_repr",
+}
 autodoc_member_order = "bysource"
-autodoc_typehints = "description"
+autodoc_typehints = "signature"
 autodoc_typehints_format = "short"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
@@ -68,6 +74,9 @@ myst_heading_anchors = 3
 html_theme = "furo"
 html_title = f"binary-neurons {release}"
 html_static_path = ["_static"]
+# MathJax loads from a CDN by default; a local copy can be named for offline viewing.
+if os.environ.get("BINARY_NEURONS_MATHJAX_PATH"):
+    mathjax_path = os.environ["BINARY_NEURONS_MATHJAX_PATH"]
 
 copybutton_prompt_text = r">>> |\.\.\. |\$ "
 copybutton_prompt_is_regexp = True
