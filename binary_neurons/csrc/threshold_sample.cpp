@@ -1,0 +1,677 @@
+// The threshold-and-sample op: schema and CPU kernels.
+//
+// forward:  seed None -> y = 1[a > 0];  seed given -> y = 1[u < sigmoid(s a)]; NaN -> NaN.
+// backward: "identity" -> g;  "sigmoid" -> g s sigmoid(s a) sigmoid(-s a);
+//           "clipped" -> g 1[|a| <= clip_value].
+//
+// The uniforms come from counter-based Philox4x32-10 (the algorithm of at::Philox4_32) keyed by
+// the 64-bit seed, with the element's position in memory as the counter: element i of a float,
+// half or bfloat16 tensor uses word i % 4 of block i / 4 (24 bits); element i of a double tensor
+// uses words 2 (i % 2) and 2 (i % 2) + 1 of block i / 2 (53 bits). So the samples depend only on
+// the seed and the layout, never on the thread count or how the work is split; the CUDA kernel
+// (cuda/threshold_sample.cu) draws the same uniforms.
+//
+// The kernels are plain loops written for gcc's auto-vectorizer (built with -O3
+// -fno-trapping-math); each hot loop is compiled for AVX-512, AVX2 and the baseline ISA and the
+// best one the CPU supports is picked at run time, so the wheel stays portable.
+
+#include <Python.h>
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/PhiloxRNGEngine.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/util/bit_cast.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <type_traits>
+
+// The module needs no Python functions: importing it loads the library, whose static
+// initializers register the op. This stub lets `import binary_neurons._C` do that.
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT,
+      "_C",  // name
+      nullptr,  // documentation
+      -1,  // size of per-interpreter state
+      nullptr,  // methods
+  };
+  return PyModule_Create(&module_def);
+}
+}
+
+namespace binary_neurons {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Run-time ISA selection.
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#include <immintrin.h>
+#define BN_MULTI_ISA 1
+#define BN_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#define BN_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#else
+#define BN_MULTI_ISA 0
+#endif
+
+enum class Isa { kDefault, kAvx2, kAvx512 };
+
+Isa detect_isa() {
+#if BN_MULTI_ISA
+  __builtin_cpu_init();
+  Isa best = Isa::kDefault;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    best = Isa::kAvx2;
+  }
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
+    best = Isa::kAvx512;
+  }
+  // BINARY_NEURONS_CPU_CAPABILITY lowers the ISA (for tests and for comparing timings).
+  if (const char* cap = std::getenv("BINARY_NEURONS_CPU_CAPABILITY")) {
+    const std::string want(cap);
+    if (want == "default") {
+      best = Isa::kDefault;
+    } else if (want == "avx2" && best == Isa::kAvx512) {
+      best = Isa::kAvx2;
+    }
+  }
+  return best;
+#else
+  return Isa::kDefault;
+#endif
+}
+
+Isa cpu_isa() {
+  static const Isa isa = detect_isa();
+  return isa;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Element math, written so that gcc vectorizes the loops calling it.
+
+template <typename T>
+struct ExpConstants;
+
+template <>
+struct ExpConstants<float> {
+  using Bits = int32_t;
+  static constexpr float kLog2e = 1.44269504088896341f;
+  static constexpr float kLn2Hi = 0.693359375f;
+  static constexpr float kLn2Lo = -2.12194440e-4f;
+  // Adding 1.5 * 2^23 rounds to an integer, which then sits in the low mantissa bits.
+  static constexpr float kShifter = 12582912.0f;
+  static constexpr Bits kShifterBits = 0x4B400000;
+  static constexpr int kMantissaBits = 23;
+  static constexpr Bits kBias = 127;
+  // sigmoid saturates beyond this; exp(+-kMaxArg) and 2^n stay normal.
+  static constexpr float kMaxArg = 87.0f;
+};
+
+template <>
+struct ExpConstants<double> {
+  using Bits = int64_t;
+  static constexpr double kLog2e = 1.44269504088896340736;
+  static constexpr double kLn2Hi = 6.93147180369123816490e-01;
+  static constexpr double kLn2Lo = 1.90821492927058770002e-10;
+  static constexpr double kShifter = 6755399441055744.0;  // 1.5 * 2^52
+  static constexpr Bits kShifterBits = 0x4338000000000000LL;
+  static constexpr int kMantissaBits = 52;
+  static constexpr Bits kBias = 1023;
+  static constexpr double kMaxArg = 708.0;
+};
+
+// exp(x) for |x| <= kMaxArg (NaN in, NaN out): Cody-Waite reduction to |r| <= ln2/2, a Taylor
+// polynomial accurate to about one ulp, and the power of two assembled from the integer bits
+// (libm's exp is a call gcc cannot vectorize without -ffast-math).
+template <typename T>
+C10_ALWAYS_INLINE T exp_bounded(T x) {
+  using C = ExpConstants<T>;
+  using Bits = typename C::Bits;
+  const T shifted = x * C::kLog2e + C::kShifter;
+  const T n = shifted - C::kShifter;
+  const Bits n_int = c10::bit_cast<Bits>(shifted) - C::kShifterBits;
+  T r = x - n * C::kLn2Hi;
+  r = r - n * C::kLn2Lo;
+  T poly;
+  if constexpr (std::is_same_v<T, float>) {
+    poly = T(1.0 / 5040);
+    poly = poly * r + T(1.0 / 720);
+    poly = poly * r + T(1.0 / 120);
+    poly = poly * r + T(1.0 / 24);
+    poly = poly * r + T(1.0 / 6);
+    poly = poly * r + T(0.5);
+  } else {
+    poly = T(1.0 / 6227020800.0);  // 1/13!
+    poly = poly * r + T(1.0 / 479001600.0);
+    poly = poly * r + T(1.0 / 39916800.0);
+    poly = poly * r + T(1.0 / 3628800.0);
+    poly = poly * r + T(1.0 / 362880.0);
+    poly = poly * r + T(1.0 / 40320.0);
+    poly = poly * r + T(1.0 / 5040.0);
+    poly = poly * r + T(1.0 / 720.0);
+    poly = poly * r + T(1.0 / 120.0);
+    poly = poly * r + T(1.0 / 24.0);
+    poly = poly * r + T(1.0 / 6.0);
+    poly = poly * r + T(0.5);
+  }
+  poly = poly * r + T(1);
+  poly = poly * r + T(1);
+  const T scale = c10::bit_cast<T>(static_cast<Bits>((n_int + C::kBias) << C::kMantissaBits));
+  return poly * scale;
+}
+
+// Clamps to [-limit, limit]; written with compares so that NaN passes through.
+template <typename T>
+C10_ALWAYS_INLINE T clamp_keep_nan(T x, T limit) {
+  x = x < -limit ? -limit : x;
+  return x > limit ? limit : x;
+}
+
+template <typename T>
+C10_ALWAYS_INLINE T sigmoid(T x) {
+  const T e = exp_bounded(clamp_keep_nan(-x, ExpConstants<T>::kMaxArg));
+  return T(1) / (T(1) + e);
+}
+
+// sigmoid(x) sigmoid(-x) = e / (1 + e)^2 with e = exp(-|x|): no cancellation, no overflow.
+template <typename T>
+C10_ALWAYS_INLINE T sigmoid_derivative(T x) {
+  const T ax = x < T(0) ? -x : x;
+  const bool saturated = ax > ExpConstants<T>::kMaxArg;  // the true value is below ~1e-38
+  const T e = exp_bounded(saturated ? -ExpConstants<T>::kMaxArg : -ax);
+  const T one_plus_e = T(1) + e;
+  const T derivative = e / (one_plus_e * one_plus_e);
+  return saturated ? T(0) : derivative;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Philox4x32-10, many counters at a time (the loop over blocks vectorizes). Bit-identical to
+// at::Philox4_32(seed, /*subsequence=*/0, /*offset=*/block): counter = (block, 0), key = seed.
+
+constexpr uint32_t kPhiloxA = 0x9E3779B9;
+constexpr uint32_t kPhiloxB = 0xBB67AE85;
+constexpr uint32_t kPhiloxMulA = 0xD2511F53;
+constexpr uint32_t kPhiloxMulB = 0xCD9E8D57;
+
+// Portable version; gcc vectorizes it, but only with 64-bit products, so the AVX2 and AVX-512
+// versions below split each 32x32->64 multiply into even and odd lanes by hand.
+C10_ALWAYS_INLINE void philox_blocks_portable(
+    uint64_t first_block, int64_t num_blocks, uint64_t seed, uint32_t* __restrict words) {
+  const uint32_t key0 = static_cast<uint32_t>(seed);
+  const uint32_t key1 = static_cast<uint32_t>(seed >> 32);
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    const uint64_t counter = first_block + static_cast<uint64_t>(b);
+    uint32_t c0 = static_cast<uint32_t>(counter);
+    uint32_t c1 = static_cast<uint32_t>(counter >> 32);
+    uint32_t c2 = 0;
+    uint32_t c3 = 0;
+    uint32_t k0 = key0;
+    uint32_t k1 = key1;
+#pragma GCC unroll 10
+    for (int round = 0; round < 10; ++round) {
+      const uint64_t product0 = static_cast<uint64_t>(kPhiloxMulA) * c0;
+      const uint64_t product1 = static_cast<uint64_t>(kPhiloxMulB) * c2;
+      const uint32_t next0 = static_cast<uint32_t>(product1 >> 32) ^ c1 ^ k0;
+      const uint32_t next2 = static_cast<uint32_t>(product0 >> 32) ^ c3 ^ k1;
+      c1 = static_cast<uint32_t>(product1);
+      c3 = static_cast<uint32_t>(product0);
+      c0 = next0;
+      c2 = next2;
+      k0 += kPhiloxA;
+      k1 += kPhiloxB;
+    }
+    words[4 * b + 0] = c0;
+    words[4 * b + 1] = c1;
+    words[4 * b + 2] = c2;
+    words[4 * b + 3] = c3;
+  }
+}
+
+#if BN_MULTI_ISA
+BN_TARGET_AVX512 C10_ALWAYS_INLINE void mulhilo_avx512(__m512i a, __m512i m, __m512i& lo,
+                                                       __m512i& hi) {
+  const __m512i even = _mm512_mul_epu32(a, m);
+  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
+  lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+  hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+}
+
+// 16 blocks at a time; the 4 x 16 result is transposed so that block b's words are contiguous.
+BN_TARGET_AVX512 void philox_blocks_avx512(
+    uint64_t first_block, int64_t num_blocks, uint64_t seed, uint32_t* __restrict words) {
+  const __m512i mul_a = _mm512_set1_epi32(static_cast<int>(kPhiloxMulA));
+  const __m512i mul_b = _mm512_set1_epi32(static_cast<int>(kPhiloxMulB));
+  int64_t b = 0;
+  for (; b + 16 <= num_blocks; b += 16) {
+    // Counters first_block + b + lane; the low words do not wrap in a tile but for once in 2^32
+    // blocks, which takes the scalar path (a vector built from scalar stores stalls the loads).
+    const uint64_t base = first_block + static_cast<uint64_t>(b);
+    if (static_cast<uint32_t>(base) > UINT32_MAX - 15) {
+      philox_blocks_portable(base, 16, seed, words + 4 * b);
+      continue;
+    }
+    __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(base))),
+                                  _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
+                                                    14, 15));
+    __m512i c1 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(base >> 32)));
+    __m512i c2 = _mm512_setzero_si512();
+    __m512i c3 = _mm512_setzero_si512();
+    uint32_t k0 = static_cast<uint32_t>(seed);
+    uint32_t k1 = static_cast<uint32_t>(seed >> 32);
+#pragma GCC unroll 10
+    for (int round = 0; round < 10; ++round) {
+      __m512i lo0, hi0, lo1, hi1;
+      mulhilo_avx512(c0, mul_a, lo0, hi0);
+      mulhilo_avx512(c2, mul_b, lo1, hi1);
+      c0 = _mm512_ternarylogic_epi32(hi1, c1, _mm512_set1_epi32(static_cast<int>(k0)), 0x96);
+      c2 = _mm512_ternarylogic_epi32(hi0, c3, _mm512_set1_epi32(static_cast<int>(k1)), 0x96);
+      c1 = lo1;
+      c3 = lo0;
+      k0 += kPhiloxA;
+      k1 += kPhiloxB;
+    }
+    const __m512i t0 = _mm512_unpacklo_epi32(c0, c1);
+    const __m512i t1 = _mm512_unpackhi_epi32(c0, c1);
+    const __m512i t2 = _mm512_unpacklo_epi32(c2, c3);
+    const __m512i t3 = _mm512_unpackhi_epi32(c2, c3);
+    // r_k holds, in its 128-bit lane L, the four words of block 4 L + k.
+    const __m512i r0 = _mm512_unpacklo_epi64(t0, t2);
+    const __m512i r1 = _mm512_unpackhi_epi64(t0, t2);
+    const __m512i r2 = _mm512_unpacklo_epi64(t1, t3);
+    const __m512i r3 = _mm512_unpackhi_epi64(t1, t3);
+    const __m512i r01_low = _mm512_shuffle_i32x4(r0, r1, 0x44);  // r0.L0 r0.L1 r1.L0 r1.L1
+    const __m512i r23_low = _mm512_shuffle_i32x4(r2, r3, 0x44);
+    const __m512i r01_high = _mm512_shuffle_i32x4(r0, r1, 0xEE);  // r0.L2 r0.L3 r1.L2 r1.L3
+    const __m512i r23_high = _mm512_shuffle_i32x4(r2, r3, 0xEE);
+    uint32_t* out = words + 4 * b;
+    _mm512_storeu_si512(out + 0, _mm512_shuffle_i32x4(r01_low, r23_low, 0x88));
+    _mm512_storeu_si512(out + 16, _mm512_shuffle_i32x4(r01_low, r23_low, 0xDD));
+    _mm512_storeu_si512(out + 32, _mm512_shuffle_i32x4(r01_high, r23_high, 0x88));
+    _mm512_storeu_si512(out + 48, _mm512_shuffle_i32x4(r01_high, r23_high, 0xDD));
+  }
+  philox_blocks_portable(first_block + b, num_blocks - b, seed, words + 4 * b);
+}
+
+BN_TARGET_AVX2 C10_ALWAYS_INLINE void mulhilo_avx2(__m256i a, __m256i m, __m256i& lo,
+                                                   __m256i& hi) {
+  const __m256i even = _mm256_mul_epu32(a, m);
+  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
+  lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+  hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+}
+
+// 8 blocks at a time, as above.
+BN_TARGET_AVX2 void philox_blocks_avx2(
+    uint64_t first_block, int64_t num_blocks, uint64_t seed, uint32_t* __restrict words) {
+  const __m256i mul_a = _mm256_set1_epi32(static_cast<int>(kPhiloxMulA));
+  const __m256i mul_b = _mm256_set1_epi32(static_cast<int>(kPhiloxMulB));
+  int64_t b = 0;
+  for (; b + 8 <= num_blocks; b += 8) {
+    const uint64_t base = first_block + static_cast<uint64_t>(b);
+    if (static_cast<uint32_t>(base) > UINT32_MAX - 7) {
+      philox_blocks_portable(base, 8, seed, words + 4 * b);
+      continue;
+    }
+    __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(base))),
+                                  _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256i c1 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(base >> 32)));
+    __m256i c2 = _mm256_setzero_si256();
+    __m256i c3 = _mm256_setzero_si256();
+    uint32_t k0 = static_cast<uint32_t>(seed);
+    uint32_t k1 = static_cast<uint32_t>(seed >> 32);
+#pragma GCC unroll 10
+    for (int round = 0; round < 10; ++round) {
+      __m256i lo0, hi0, lo1, hi1;
+      mulhilo_avx2(c0, mul_a, lo0, hi0);
+      mulhilo_avx2(c2, mul_b, lo1, hi1);
+      c0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), _mm256_set1_epi32(static_cast<int>(k0)));
+      c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), _mm256_set1_epi32(static_cast<int>(k1)));
+      c1 = lo1;
+      c3 = lo0;
+      k0 += kPhiloxA;
+      k1 += kPhiloxB;
+    }
+    const __m256i t0 = _mm256_unpacklo_epi32(c0, c1);
+    const __m256i t1 = _mm256_unpackhi_epi32(c0, c1);
+    const __m256i t2 = _mm256_unpacklo_epi32(c2, c3);
+    const __m256i t3 = _mm256_unpackhi_epi32(c2, c3);
+    // r_k holds, in its 128-bit lane L, the four words of block 4 L + k.
+    const __m256i r0 = _mm256_unpacklo_epi64(t0, t2);
+    const __m256i r1 = _mm256_unpackhi_epi64(t0, t2);
+    const __m256i r2 = _mm256_unpacklo_epi64(t1, t3);
+    const __m256i r3 = _mm256_unpackhi_epi64(t1, t3);
+    __m256i* out = reinterpret_cast<__m256i*>(words + 4 * b);
+    _mm256_storeu_si256(out + 0, _mm256_permute2x128_si256(r0, r1, 0x20));
+    _mm256_storeu_si256(out + 1, _mm256_permute2x128_si256(r2, r3, 0x20));
+    _mm256_storeu_si256(out + 2, _mm256_permute2x128_si256(r0, r1, 0x31));
+    _mm256_storeu_si256(out + 3, _mm256_permute2x128_si256(r2, r3, 0x31));
+  }
+  philox_blocks_portable(first_block + b, num_blocks - b, seed, words + 4 * b);
+}
+#endif
+
+template <Isa kIsa>
+C10_ALWAYS_INLINE void philox_blocks(
+    uint64_t first_block, int64_t num_blocks, uint64_t seed, uint32_t* __restrict words) {
+#if BN_MULTI_ISA
+  if constexpr (kIsa == Isa::kAvx512) {
+    return philox_blocks_avx512(first_block, num_blocks, seed, words);
+  } else if constexpr (kIsa == Isa::kAvx2) {
+    return philox_blocks_avx2(first_block, num_blocks, seed, words);
+  }
+#endif
+  philox_blocks_portable(first_block, num_blocks, seed, words);
+}
+
+// Uniforms in [0, 1) from Philox words: 24 bits for float, 53 bits for double.
+template <typename T>
+struct Uniform;
+
+template <>
+struct Uniform<float> {
+  static constexpr int kPerBlock = 4;
+  C10_ALWAYS_INLINE static float at(const uint32_t* words, int64_t k) {
+    return static_cast<float>(static_cast<int32_t>(words[k] >> 8)) * 0x1p-24f;
+  }
+};
+
+template <>
+struct Uniform<double> {
+  static constexpr int kPerBlock = 2;
+  C10_ALWAYS_INLINE static double at(const uint32_t* words, int64_t k) {
+    const uint64_t bits =
+        (static_cast<uint64_t>(words[2 * k + 1]) << 32) | static_cast<uint64_t>(words[2 * k]);
+    return static_cast<double>(static_cast<int64_t>(bits >> 11)) * 0x1p-53;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Kernels over a flat range [begin, end) of elements (input and output share one dense layout).
+
+template <Isa kIsa, typename scalar_t>
+C10_ALWAYS_INLINE void sample_range_impl(
+    const scalar_t* __restrict in, scalar_t* __restrict out, int64_t begin, int64_t end,
+    at::opmath_type<scalar_t> slope, uint64_t seed) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  using U = Uniform<opmath_t>;
+  // Tiles start at multiples of kTile, so each Philox block is generated whole; the first tile
+  // of a chunk may start inside a block, and `skip` steps over the words before it.
+  constexpr int64_t kTile = 1024;
+  alignas(64) uint32_t words[4 * (kTile / U::kPerBlock + 1)];
+  for (int64_t start = begin; start < end;) {
+    const int64_t stop = std::min(end, (start / kTile + 1) * kTile);
+    const int64_t first_block = start / U::kPerBlock;
+    const int64_t num_blocks = (stop - 1) / U::kPerBlock - first_block + 1;
+    philox_blocks<kIsa>(static_cast<uint64_t>(first_block), num_blocks, seed, words);
+    const int64_t skip = start - first_block * U::kPerBlock;
+    const scalar_t* __restrict tile_in = in + start;
+    scalar_t* __restrict tile_out = out + start;
+    const int64_t count = stop - start;
+    for (int64_t j = 0; j < count; ++j) {
+      const opmath_t a = static_cast<opmath_t>(tile_in[j]);
+      const opmath_t p = sigmoid(a * slope);
+      const opmath_t y = U::at(words, skip + j) < p ? opmath_t(1) : opmath_t(0);
+      tile_out[j] = static_cast<scalar_t>(a != a ? a : y);
+    }
+    start = stop;
+  }
+}
+
+template <typename scalar_t>
+C10_ALWAYS_INLINE void sigmoid_grad_range_impl(
+    const scalar_t* __restrict grad, const scalar_t* __restrict in, scalar_t* __restrict out,
+    int64_t begin, int64_t end, at::opmath_type<scalar_t> slope) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  for (int64_t i = begin; i < end; ++i) {
+    const opmath_t a = static_cast<opmath_t>(in[i]);
+    const opmath_t g = static_cast<opmath_t>(grad[i]);
+    out[i] = static_cast<scalar_t>(g * (slope * sigmoid_derivative(a * slope)));
+  }
+}
+
+template <typename scalar_t>
+void threshold_range(const scalar_t* __restrict in, scalar_t* __restrict out, int64_t begin,
+                     int64_t end) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  for (int64_t i = begin; i < end; ++i) {
+    const opmath_t a = static_cast<opmath_t>(in[i]);
+    const opmath_t y = a > opmath_t(0) ? opmath_t(1) : opmath_t(0);
+    out[i] = static_cast<scalar_t>(a != a ? a : y);
+  }
+}
+
+template <typename scalar_t>
+void clipped_grad_range(const scalar_t* __restrict grad, const scalar_t* __restrict in,
+                        scalar_t* __restrict out, int64_t begin, int64_t end,
+                        at::opmath_type<scalar_t> clip_value) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  for (int64_t i = begin; i < end; ++i) {
+    const opmath_t a = static_cast<opmath_t>(in[i]);
+    const opmath_t magnitude = a < opmath_t(0) ? -a : a;
+    out[i] = magnitude <= clip_value ? grad[i] : scalar_t(0);
+  }
+}
+
+// One version of each exp-heavy kernel per ISA; the always-inline bodies take the caller's ISA.
+#define BN_DEFINE_ISA_VARIANTS(SUFFIX, ATTRIBUTE, ISA)                                          \
+  template <typename scalar_t>                                                              \
+  ATTRIBUTE void sample_range_##SUFFIX(const scalar_t* in, scalar_t* out, int64_t begin,    \
+                                       int64_t end, at::opmath_type<scalar_t> slope,        \
+                                       uint64_t seed) {                                     \
+    sample_range_impl<ISA, scalar_t>(in, out, begin, end, slope, seed);                    \
+  }                                                                                         \
+  template <typename scalar_t>                                                              \
+  ATTRIBUTE void sigmoid_grad_range_##SUFFIX(const scalar_t* grad, const scalar_t* in,      \
+                                             scalar_t* out, int64_t begin, int64_t end,     \
+                                             at::opmath_type<scalar_t> slope) {             \
+    sigmoid_grad_range_impl<scalar_t>(grad, in, out, begin, end, slope);                    \
+  }
+
+BN_DEFINE_ISA_VARIANTS(default, , Isa::kDefault)
+#if BN_MULTI_ISA
+BN_DEFINE_ISA_VARIANTS(avx2, BN_TARGET_AVX2, Isa::kAvx2)
+BN_DEFINE_ISA_VARIANTS(avx512, BN_TARGET_AVX512, Isa::kAvx512)
+#endif
+
+template <typename scalar_t>
+void sample_range(const scalar_t* in, scalar_t* out, int64_t begin, int64_t end,
+                  at::opmath_type<scalar_t> slope, uint64_t seed) {
+#if BN_MULTI_ISA
+  switch (cpu_isa()) {
+    case Isa::kAvx512:
+      return sample_range_avx512<scalar_t>(in, out, begin, end, slope, seed);
+    case Isa::kAvx2:
+      return sample_range_avx2<scalar_t>(in, out, begin, end, slope, seed);
+    case Isa::kDefault:
+      break;
+  }
+#endif
+  sample_range_default<scalar_t>(in, out, begin, end, slope, seed);
+}
+
+template <typename scalar_t>
+void sigmoid_grad_range(const scalar_t* grad, const scalar_t* in, scalar_t* out, int64_t begin,
+                        int64_t end, at::opmath_type<scalar_t> slope) {
+#if BN_MULTI_ISA
+  switch (cpu_isa()) {
+    case Isa::kAvx512:
+      return sigmoid_grad_range_avx512<scalar_t>(grad, in, out, begin, end, slope);
+    case Isa::kAvx2:
+      return sigmoid_grad_range_avx2<scalar_t>(grad, in, out, begin, end, slope);
+    case Isa::kDefault:
+      break;
+  }
+#endif
+  sigmoid_grad_range_default<scalar_t>(grad, in, out, begin, end, slope);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Argument checks and layouts.
+
+constexpr int64_t kGrainSize = 32768;  // at::internal::GRAIN_SIZE
+
+void check_input(const char* op, const at::Tensor& input) {
+  TORCH_CHECK_TYPE(at::isFloatingType(input.scalar_type()), op,
+                   ": expected a floating-point input (Half, BFloat16, Float or Double), got ",
+                   input.scalar_type());
+}
+
+double slope_value(const char* op, const at::Tensor& slope) {
+  TORCH_CHECK(slope.numel() == 1 && at::isFloatingType(slope.scalar_type()), op,
+              ": expected slope to be a floating-point tensor with one element, got shape ",
+              slope.sizes(), " and dtype ", slope.scalar_type());
+  TORCH_CHECK(slope.device().is_cpu(), op, ": expected slope on the CPU, got ", slope.device());
+  return slope.item<double>();
+}
+
+// `tensor` itself if it already has the dtype and strides of `like` (a dense empty_like of the
+// input), else a copy that has them: the kernels then walk both tensors' memory in one flat loop.
+at::Tensor in_layout_of(const at::Tensor& tensor, const at::Tensor& like) {
+  if (tensor.scalar_type() == like.scalar_type() && tensor.strides() == like.strides() &&
+      tensor.is_non_overlapping_and_dense()) {
+    return tensor;
+  }
+  at::Tensor copy = at::empty_like(like);
+  copy.copy_(tensor);
+  return copy;
+}
+
+at::Tensor threshold_sample_cpu(const at::Tensor& input, const at::Tensor& slope,
+                                const std::optional<at::Tensor>& seed,
+                                c10::string_view /*estimator*/, double /*clip_value*/) {
+  constexpr const char* kOp = "threshold_sample";
+  check_input(kOp, input);
+  const double slope_double = slope_value(kOp, slope);
+  at::Tensor out = at::empty_like(input);
+  const at::Tensor in = in_layout_of(input, out);
+  const int64_t numel = in.numel();
+  if (!seed.has_value()) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
+      const scalar_t* in_data = in.const_data_ptr<scalar_t>();
+      scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
+      at::parallel_for(0, numel, kGrainSize, [&](int64_t begin, int64_t end) {
+        threshold_range<scalar_t>(in_data, out_data, begin, end);
+      });
+    });
+    return out;
+  }
+  TORCH_CHECK(seed->numel() == 1 && seed->scalar_type() == at::kLong && seed->device().is_cpu(),
+              kOp, ": expected seed to be a one-element int64 tensor on the CPU, got shape ",
+              seed->sizes(), ", dtype ", seed->scalar_type(), " on ", seed->device());
+  const uint64_t seed_bits = static_cast<uint64_t>(seed->item<int64_t>());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    const opmath_t slope_op = static_cast<opmath_t>(slope_double);
+    const scalar_t* in_data = in.const_data_ptr<scalar_t>();
+    scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, numel, kGrainSize, [&](int64_t begin, int64_t end) {
+      sample_range<scalar_t>(in_data, out_data, begin, end, slope_op, seed_bits);
+    });
+  });
+  return out;
+}
+
+at::Tensor threshold_sample_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                                         const at::Tensor& slope, c10::string_view estimator,
+                                         double clip_value) {
+  constexpr const char* kOp = "threshold_sample_backward";
+  TORCH_CHECK_VALUE(estimator == "identity" || estimator == "sigmoid" || estimator == "clipped",
+                    kOp, ": unknown estimator '", estimator,
+                    "'; expected 'identity', 'sigmoid' or 'clipped'");
+  check_input(kOp, input);
+  TORCH_CHECK(grad_output.sizes() == input.sizes(), kOp,
+              ": expected grad_output of the input's shape ", input.sizes(), ", got ",
+              grad_output.sizes());
+  at::Tensor out = at::empty_like(input);
+  if (estimator == "identity") {
+    out.copy_(grad_output);
+    return out;
+  }
+  const at::Tensor in = in_layout_of(input, out);
+  const at::Tensor grad = in_layout_of(grad_output, out);
+  const int64_t numel = in.numel();
+  if (estimator == "sigmoid") {
+    const double slope_double = slope_value(kOp, slope);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
+      using opmath_t = at::opmath_type<scalar_t>;
+      const opmath_t slope_op = static_cast<opmath_t>(slope_double);
+      const scalar_t* grad_data = grad.const_data_ptr<scalar_t>();
+      const scalar_t* in_data = in.const_data_ptr<scalar_t>();
+      scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
+      at::parallel_for(0, numel, kGrainSize, [&](int64_t begin, int64_t end) {
+        sigmoid_grad_range<scalar_t>(grad_data, in_data, out_data, begin, end, slope_op);
+      });
+    });
+    return out;
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    // Like torch.where(input.abs() <= clip_value, ...): the bound is rounded to the input's dtype.
+    const opmath_t clip = static_cast<opmath_t>(static_cast<scalar_t>(clip_value));
+    const scalar_t* grad_data = grad.const_data_ptr<scalar_t>();
+    const scalar_t* in_data = in.const_data_ptr<scalar_t>();
+    scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, numel, kGrainSize, [&](int64_t begin, int64_t end) {
+      clipped_grad_range<scalar_t>(grad_data, in_data, out_data, begin, end, clip);
+    });
+  });
+  return out;
+}
+
+// The uniforms the kernels draw for elements [offset, offset + numel), computed one at a time
+// with ATen's own at::Philox4_32 engine. Only for tests: they check the vectorized generator and
+// a Python reference against it, at offsets past 2^32 too.
+at::Tensor philox_uniform(int64_t seed, int64_t offset, int64_t numel, bool float64) {
+  TORCH_CHECK(offset >= 0 && numel >= 0, "_philox_uniform: expected offset >= 0 and numel >= 0, ",
+              "got ", offset, " and ", numel);
+  at::Tensor out = at::empty({numel}, at::TensorOptions().dtype(float64 ? at::kDouble : at::kFloat));
+  const int per_block = float64 ? 2 : 4;
+  for (int64_t i = 0; i < numel; ++i) {
+    const uint64_t index = static_cast<uint64_t>(offset + i);
+    at::Philox4_32 engine(static_cast<uint64_t>(seed), 0, index / per_block);
+    uint32_t words[4];
+    for (uint32_t& word : words) {
+      word = engine();
+    }
+    const int64_t k = static_cast<int64_t>(index % per_block);
+    if (float64) {
+      out.mutable_data_ptr<double>()[i] = Uniform<double>::at(words, k);
+    } else {
+      out.mutable_data_ptr<float>()[i] = Uniform<float>::at(words, k);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+// Keep in sync with SCHEMAS in binary_neurons/_ops.py (tests compare them).
+TORCH_LIBRARY(binary_neurons, m) {
+  m.def(
+      "threshold_sample(Tensor input, Tensor slope, Tensor? seed, str estimator, "
+      "float clip_value) -> Tensor");
+  m.def(
+      "threshold_sample_backward(Tensor grad_output, Tensor input, Tensor slope, "
+      "str estimator, float clip_value) -> Tensor");
+  m.def("_philox_uniform(int seed, int offset, int numel, bool float64) -> Tensor",
+        &philox_uniform);
+}
+
+TORCH_LIBRARY_IMPL(binary_neurons, CPU, m) {
+  m.impl("threshold_sample", &threshold_sample_cpu);
+  m.impl("threshold_sample_backward", &threshold_sample_backward_cpu);
+}
+
+}  // namespace binary_neurons
