@@ -45,12 +45,14 @@ def _extensions_and_commands():
     if _flag("BINARY_NEURONS_NATIVE_ARCH"):
         cxx_flags.append("-march=native")
     sources = [str(CSRC / "threshold_sample.cpp")]
+    depends = [str(CSRC / "philox_uniform.h")]
     use_cuda = _flag("FORCE_CUDA") or torch.cuda.is_available()
     if use_cuda:
         sources.append(str(CSRC / "cuda" / "threshold_sample.cu"))
         extension = CUDAExtension(
             "binary_neurons._C",
             sources,
+            depends=depends,
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--expt-relaxed-constexpr"]},
             extra_link_args=["-fopenmp"],
         )
@@ -58,6 +60,7 @@ def _extensions_and_commands():
         extension = CppExtension(
             "binary_neurons._C",
             sources,
+            depends=depends,
             extra_compile_args={"cxx": cxx_flags},
             extra_link_args=["-fopenmp"],
         )

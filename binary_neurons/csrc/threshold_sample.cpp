@@ -5,11 +5,9 @@
 //           "clipped" -> g 1[|a| <= clip_value].
 //
 // The uniforms come from counter-based Philox4x32-10 (the algorithm of at::Philox4_32) keyed by
-// the 64-bit seed, with the element's position in memory as the counter: element i of a float,
-// half or bfloat16 tensor uses word i % 4 of block i / 4 (24 bits); element i of a double tensor
-// uses words 2 (i % 2) and 2 (i % 2) + 1 of block i / 2 (53 bits). So the samples depend only on
-// the seed and the layout, never on the thread count or how the work is split; the CUDA kernel
-// (cuda/threshold_sample.cu) draws the same uniforms.
+// the 64-bit seed, with the element's position in memory as the counter (philox_uniform.h has
+// the mapping). So the samples depend only on the seed and the layout, never on the thread count
+// or how the work is split; the CUDA kernel (cuda/threshold_sample.cu) draws the same uniforms.
 //
 // The kernels are plain loops written for gcc's auto-vectorizer (built with -O3
 // -fno-trapping-math); each hot loop is compiled for AVX-512, AVX2 and the baseline ISA and the
@@ -26,6 +24,8 @@
 #include <ATen/ops/empty_like.h>
 #include <c10/util/bit_cast.h>
 #include <torch/library.h>
+
+#include "philox_uniform.h"
 
 #include <algorithm>
 #include <climits>
@@ -375,28 +375,6 @@ C10_ALWAYS_INLINE void philox_blocks(
   philox_blocks_portable(first_block, num_blocks, seed, words);
 }
 
-// Uniforms in [0, 1) from Philox words: 24 bits for float, 53 bits for double.
-template <typename T>
-struct Uniform;
-
-template <>
-struct Uniform<float> {
-  static constexpr int kPerBlock = 4;
-  C10_ALWAYS_INLINE static float at(const uint32_t* words, int64_t k) {
-    return static_cast<float>(static_cast<int32_t>(words[k] >> 8)) * 0x1p-24f;
-  }
-};
-
-template <>
-struct Uniform<double> {
-  static constexpr int kPerBlock = 2;
-  C10_ALWAYS_INLINE static double at(const uint32_t* words, int64_t k) {
-    const uint64_t bits =
-        (static_cast<uint64_t>(words[2 * k + 1]) << 32) | static_cast<uint64_t>(words[2 * k]);
-    return static_cast<double>(static_cast<int64_t>(bits >> 11)) * 0x1p-53;
-  }
-};
-
 // ---------------------------------------------------------------------------------------------
 // Kernels over a flat range [begin, end) of elements (input and output share one dense layout).
 
@@ -405,7 +383,7 @@ C10_ALWAYS_INLINE void sample_range_impl(
     const scalar_t* __restrict in, scalar_t* __restrict out, int64_t begin, int64_t end,
     at::opmath_type<scalar_t> slope, uint64_t seed) {
   using opmath_t = at::opmath_type<scalar_t>;
-  using U = Uniform<opmath_t>;
+  using U = PhiloxUniform<opmath_t>;
   // Tiles start at multiples of kTile, so each Philox block is generated whole; the first tile
   // of a chunk may start inside a block, and `skip` steps over the words before it.
   constexpr int64_t kTile = 1024;
@@ -422,7 +400,7 @@ C10_ALWAYS_INLINE void sample_range_impl(
     for (int64_t j = 0; j < count; ++j) {
       const opmath_t a = static_cast<opmath_t>(tile_in[j]);
       const opmath_t p = sigmoid(a * slope);
-      const opmath_t y = U::at(words, skip + j) < p ? opmath_t(1) : opmath_t(0);
+      const opmath_t y = U::from_words(words, skip + j) < p ? opmath_t(1) : opmath_t(0);
       tile_out[j] = static_cast<scalar_t>(a != a ? a : y);
     }
     start = stop;
@@ -647,9 +625,9 @@ at::Tensor philox_uniform(int64_t seed, int64_t offset, int64_t numel, bool floa
     }
     const int64_t k = static_cast<int64_t>(index % per_block);
     if (float64) {
-      out.mutable_data_ptr<double>()[i] = Uniform<double>::at(words, k);
+      out.mutable_data_ptr<double>()[i] = PhiloxUniform<double>::from_words(words, k);
     } else {
-      out.mutable_data_ptr<float>()[i] = Uniform<float>::at(words, k);
+      out.mutable_data_ptr<float>()[i] = PhiloxUniform<float>::from_words(words, k);
     }
   }
   return out;
