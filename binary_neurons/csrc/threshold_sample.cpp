@@ -179,10 +179,11 @@ C10_ALWAYS_INLINE T clamp_keep_nan(T x, T limit) {
   return x > limit ? limit : x;
 }
 
+// 1[u < sigmoid(x)], as u (1 + exp(-x)) < 1: the same test without a division.
 template <typename T>
-C10_ALWAYS_INLINE T sigmoid(T x) {
+C10_ALWAYS_INLINE bool below_sigmoid(T u, T x) {
   const T e = exp_bounded(clamp_keep_nan(-x, ExpConstants<T>::kMaxArg));
-  return T(1) / (T(1) + e);
+  return u * (T(1) + e) < T(1);
 }
 
 // sigmoid(x) sigmoid(-x) = e / (1 + e)^2 with e = exp(-|x|): no cancellation, no overflow.
@@ -399,8 +400,8 @@ C10_ALWAYS_INLINE void sample_range_impl(
     const int64_t count = stop - start;
     for (int64_t j = 0; j < count; ++j) {
       const opmath_t a = static_cast<opmath_t>(tile_in[j]);
-      const opmath_t p = sigmoid(a * slope);
-      const opmath_t y = U::from_words(words, skip + j) < p ? opmath_t(1) : opmath_t(0);
+      const bool hit = below_sigmoid(U::from_words(words, skip + j), a * slope);
+      const opmath_t y = hit ? opmath_t(1) : opmath_t(0);
       tile_out[j] = static_cast<scalar_t>(a != a ? a : y);
     }
     start = stop;

@@ -1,0 +1,366 @@
+"""Benchmark of the threshold-and-sample op: native kernels vs pure PyTorch (eager and compiled).
+
+For each size (float32) and each neuron (SBN: stochastic, DBN: deterministic; both with the
+sigmoid-adjusted estimator, slope 1.0), times forward, backward and forward+backward of:
+
+* ``eager``: a natural pure-PyTorch version (torch.rand_like / torch.sigmoid / compare; backward
+  ``g * s * p * (1 - p)``) in a torch.autograd.Function;
+* ``compiled``: the same function under ``torch.compile(dynamic=True)``;
+* ``native``: the public API (``binary_neurons.functional``), which calls the compiled op;
+* ``raw op``: the compiled op alone (``threshold_sample`` / ``threshold_sample_backward``),
+  without autograd or argument handling;
+* ``raw warm`` (CPU, tensors of 32 MB or more): the same with glibc told to reuse resident
+  pages for new tensors, which leaves the kernel's own time (see ``glibc_keeps_pages``).
+
+Times are medians over ``--repeats`` runs after warm-up. GB/s counts 8 bytes per element for the
+forward (read a, write y), 12 for the backward (read g and a, write the gradient), 20 for both.
+Next to them: a same-run ``copy_`` into a preallocated tensor (memory bandwidth) and a same-size
+``clone`` (the floor of any op that returns a new tensor: allocations of 32 MB or more get fresh
+pages from glibc, and faulting them in is slow on some VMs). "peak MiB" is the extra peak memory
+of one forward+backward (resident set on the CPU, allocator peak on CUDA).
+
+The machine this was written on shares 2 cores between several users; with OpenMP's default
+(spinning) wait policy, a parallel region then waits a whole scheduler time slice (~6 ms) for a
+descheduled worker, so the script sets ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets
+it (it must be set before torch is imported, and applies to every implementation alike).
+
+Run::
+
+    python benchmarks/bench_threshold_sample.py                  # the full table (a few minutes)
+    python benchmarks/bench_threshold_sample.py --sizes 64x784 1e6 --repeats 5
+    python benchmarks/bench_threshold_sample.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import ctypes.util
+import math
+import os
+import statistics
+import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402 - after setting the OpenMP wait policy
+
+import binary_neurons  # noqa: E402
+from binary_neurons import _ops  # noqa: E402
+from binary_neurons.functional import deterministic_binary, stochastic_binary  # noqa: E402
+
+SLOPE = 1.0
+BYTES_PER_ELEMENT = {"fwd": 8, "bwd": 12, "fwd+bwd": 20}
+
+
+# ---------------------------------------------------------------------------------------------
+# The pure-PyTorch baselines.
+
+
+class EagerSBN(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, slope: float):
+        p = torch.sigmoid(a * slope)
+        ctx.save_for_backward(p)
+        ctx.slope = slope
+        return (torch.rand_like(a) < p).to(a.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        (p,) = ctx.saved_tensors
+        return g * ctx.slope * p * (1 - p), None
+
+
+class EagerDBN(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, slope: float):
+        ctx.save_for_backward(a)
+        ctx.slope = slope
+        return (a > 0).to(a.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        p = torch.sigmoid(a * ctx.slope)
+        return g * ctx.slope * p * (1 - p), None
+
+
+def eager_sbn(a):
+    return EagerSBN.apply(a, SLOPE)
+
+
+def eager_dbn(a):
+    return EagerDBN.apply(a, SLOPE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurement.
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_time(run, device: str, repeats: int, setup=None, warmup: int = 2) -> float:
+    """Median wall time of run(state) in seconds; setup() (untimed) makes the state."""
+    times = []
+    for i in range(warmup + repeats):
+        state = setup() if setup is not None else None
+        _sync(device)
+        start = time.perf_counter()
+        run(state)
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _resident_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def peak_extra_mib(run, device: str) -> float:
+    """Extra peak memory of one run(): allocator peak on CUDA, resident set peak on the CPU."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        run(None)
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")  # resets VmHWM (the peak resident set) to the current RSS
+    except OSError:
+        return math.nan
+    base = _resident_kib("VmRSS")
+    run(None)
+    return (_resident_kib("VmHWM") - base) / 1024
+
+
+@contextlib.contextmanager
+def glibc_keeps_pages():
+    """Serve every allocation from glibc's heap and keep freed memory mapped, so that a new
+    tensor reuses resident pages instead of faulting in fresh ones: what is left is the
+    kernel's own time. Does nothing where glibc's mallopt is not available."""
+    libc_name = ctypes.util.find_library("c")
+    mallopt = getattr(ctypes.CDLL(libc_name), "mallopt", None) if libc_name else None
+    m_trim_threshold, m_mmap_max = -1, -4
+    if mallopt is None:
+        yield False
+        return
+    mallopt(m_mmap_max, 0)
+    mallopt(m_trim_threshold, 2**30)
+    try:
+        yield True
+    finally:
+        mallopt(m_mmap_max, 65536)  # glibc's defaults
+        mallopt(m_trim_threshold, 128 * 1024)
+
+
+def parse_size(text: str) -> tuple[int, ...]:
+    if "x" in text:
+        return tuple(int(part) for part in text.split("x"))
+    return (int(float(text)),)
+
+
+def bench_size(shape, device: str, repeats: int, compiled: dict) -> dict:
+    n = math.prod(shape)
+    a = torch.randn(shape, device=device).requires_grad_()
+    a_plain = a.detach()
+    g = torch.randn(shape, device=device)
+    slope_tensor = torch.tensor(SLOPE, dtype=torch.float64)
+    seed = torch.tensor(12345, device=device)
+    result = {"n": n, "rows": []}
+
+    # Bandwidth references.
+    dst = torch.empty_like(a_plain)
+    copy_s = median_time(lambda _: dst.copy_(a_plain), device, repeats)
+    clone_s = median_time(lambda _: a_plain.clone(), device, repeats)
+    result["copy_gbs"] = 8 * n / copy_s / 1e9
+    result["clone_gbs"] = 8 * n / clone_s / 1e9
+
+    def sigmoid_fwdbwd(_):
+        a.grad = None
+        torch.sigmoid(a).backward(g)
+
+    result["sigmoid_fwdbwd_ms"] = median_time(sigmoid_fwdbwd, device, repeats) * 1e3
+
+    impls = {
+        "SBN": {
+            "eager": eager_sbn,
+            "compiled": compiled["SBN"],
+            "native": lambda x: stochastic_binary(x, "sigmoid", SLOPE),
+        },
+        "DBN": {
+            "eager": eager_dbn,
+            "compiled": compiled["DBN"],
+            "native": lambda x: deterministic_binary(x, "sigmoid", SLOPE),
+        },
+    }
+    for neuron, by_impl in impls.items():
+        for impl, forward in by_impl.items():
+
+            def fwd(_, forward=forward):
+                return forward(a)
+
+            def make_graph(forward=forward):
+                a.grad = None
+                return forward(a)
+
+            def bwd(y):
+                y.backward(g)
+
+            def fwdbwd(_, forward=forward):
+                a.grad = None
+                forward(a).backward(g)
+
+            times = {
+                "fwd": median_time(fwd, device, repeats),
+                "bwd": median_time(bwd, device, repeats, setup=make_graph),
+                "fwd+bwd": median_time(fwdbwd, device, repeats),
+            }
+            a.grad = None
+            result["rows"].append((neuron, impl, times, peak_extra_mib(fwdbwd, device)))
+
+        # The op alone: no autograd, no seed drawing, no argument checks in Python.
+        op_seed = seed if neuron == "SBN" else None
+
+        def raw_fwd(_, op_seed=op_seed):
+            return _ops.threshold_sample(a_plain, slope_tensor, op_seed, "sigmoid", 0.0)
+
+        def raw_bwd(_):
+            return _ops.threshold_sample_backward(g, a_plain, slope_tensor, "sigmoid", 0.0)
+
+        def raw_both(_):
+            raw_fwd(None)
+            raw_bwd(None)
+
+        times = {
+            "fwd": median_time(raw_fwd, device, repeats),
+            "bwd": median_time(raw_bwd, device, repeats),
+            "fwd+bwd": median_time(raw_both, device, repeats),
+        }
+        result["rows"].append((neuron, "raw op", times, peak_extra_mib(raw_both, device)))
+        if device == "cpu" and n * 4 >= 32 * 2**20:
+            with glibc_keeps_pages():
+                times = {
+                    "fwd": median_time(raw_fwd, device, repeats),
+                    "bwd": median_time(raw_bwd, device, repeats),
+                    "fwd+bwd": median_time(raw_both, device, repeats),
+                }
+            result["rows"].append((neuron, "raw warm", times, math.nan))
+    return result
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--sizes", nargs="+", default=["64x784", "1e6", "16e6", "64e6"])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    info = binary_neurons.backend_info()
+    print(info)
+    print(
+        f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
+        f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    compiled = {
+        "SBN": torch.compile(eager_sbn, dynamic=True),
+        "DBN": torch.compile(eager_dbn, dynamic=True),
+    }
+    results = {}
+    header = (
+        f"{'size':>8} {'neuron':>6} {'impl':>8} {'fwd ms':>9} {'bwd ms':>9} {'f+b ms':>9} "
+        f"{'fwd GB/s':>9} {'bwd GB/s':>9} {'f+b GB/s':>9} {'peak MiB':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for text in args.sizes:
+        shape = parse_size(text)
+        result = bench_size(shape, args.device, args.repeats, compiled)
+        results[text] = result
+        n = result["n"]
+        for neuron, impl, times, peak in result["rows"]:
+            rates = [BYTES_PER_ELEMENT[k] * n / times[k] / 1e9 for k in ("fwd", "bwd", "fwd+bwd")]
+            print(
+                f"{text:>8} {neuron:>6} {impl:>8} "
+                + " ".join(f"{times[k] * 1e3:9.3f}" for k in ("fwd", "bwd", "fwd+bwd"))
+                + " "
+                + " ".join(f"{r:9.2f}" for r in rates)
+                + f" {peak:9.1f}"
+            )
+        print(
+            f"{text:>8} copy_ {result['copy_gbs']:.2f} GB/s, clone {result['clone_gbs']:.2f}"
+            f" GB/s, torch.sigmoid fwd+bwd {result['sigmoid_fwdbwd_ms']:.3f} ms"
+        )
+    print(
+        f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    report_targets(results)
+
+
+def _row(result, neuron, impl):
+    for row_neuron, row_impl, times, _ in result["rows"]:
+        if (row_neuron, row_impl) == (neuron, impl):
+            return times
+    raise KeyError((neuron, impl))
+
+
+def report_targets(results: dict) -> None:
+    """Print PASS/MISS for the project's CPU performance targets (sizes that were run)."""
+    checks = []
+
+    def ratio(result, neuron, baseline, phase="fwd+bwd"):
+        return _row(result, neuron, baseline)[phase] / _row(result, neuron, "native")[phase]
+
+    for key, label in (("1e6", "1e6"), ("16e6", "16e6")):
+        if key in results:
+            r = results[key]
+            want = 10 if key == "1e6" else 4
+            checks.append((f"SBN f+b native >= {want}x eager at {label}", ratio(r, "SBN", "eager"), want))
+            checks.append((f"SBN f+b native >= 2x compiled at {label}", ratio(r, "SBN", "compiled"), 2))
+            checks.append((f"DBN f+b native >= 1x compiled at {label}", ratio(r, "DBN", "compiled"), 1))
+    if "64x784" in results:
+        r = results["64x784"]
+        for neuron in ("SBN", "DBN"):
+            speed = r["sigmoid_fwdbwd_ms"] / (_row(r, neuron, "native")["fwd+bwd"] * 1e3)
+            checks.append((f"{neuron} f+b native within 1.2x of torch.sigmoid at 64x784", speed, 1 / 1.2))
+    for key, result in results.items():
+        if result["n"] < 16_000_000:
+            continue
+        n = result["n"]
+        for neuron in ("SBN", "DBN"):
+            for phase in ("fwd", "bwd"):
+                # The kernel alone (outputs on resident pages) against copy_; the op as users
+                # call it (fresh pages for its output) against clone, which allocates the same.
+                for impl, reference, label in (
+                    ("raw warm", "copy_gbs", "copy_"),
+                    ("raw op", "clone_gbs", "clone (allocating)"),
+                ):
+                    if not any(row[:2] == (neuron, impl) for row in result["rows"]):
+                        continue
+                    rate = BYTES_PER_ELEMENT[phase] * n / _row(result, neuron, impl)[phase] / 1e9
+                    checks.append(
+                        (f"{neuron} {impl} {phase} at {key}: >= 70% of {label} bandwidth",
+                         rate / result[reference], 0.7)
+                    )
+    print("\ntargets (value = measured ratio, higher is better):")
+    for label, value, threshold in checks:
+        verdict = "PASS" if value >= threshold else "MISS"
+        print(f"  {verdict} {label}: {value:.2f} (needs {threshold:.2f})")
+
+
+if __name__ == "__main__":
+    main()
