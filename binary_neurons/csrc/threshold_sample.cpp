@@ -241,66 +241,58 @@ C10_ALWAYS_INLINE void philox_blocks_portable(
 }
 
 #if BN_MULTI_ISA
-BN_TARGET_AVX512 C10_ALWAYS_INLINE void mulhilo_avx512(__m512i a, __m512i m, __m512i& lo,
-                                                       __m512i& hi) {
-  const __m512i even = _mm512_mul_epu32(a, m);
-  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
-  lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
-  hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+// 8 blocks at a time, one per 64-bit lane: each 32-bit state word sits in the low half of its
+// lane, so _mm512_mul_epu32 gives the whole 64-bit product and the high halves may hold garbage
+// (the multiplies ignore them and the stores drop them). Two such groups run interleaved.
+BN_TARGET_AVX512 C10_ALWAYS_INLINE void philox_rounds_avx512(__m512i& c0, __m512i& c1,
+                                                             __m512i& c2, __m512i& c3,
+                                                             uint64_t seed) {
+  const __m512i mul_a = _mm512_set1_epi64(kPhiloxMulA);
+  const __m512i mul_b = _mm512_set1_epi64(kPhiloxMulB);
+  uint32_t k0 = static_cast<uint32_t>(seed);
+  uint32_t k1 = static_cast<uint32_t>(seed >> 32);
+#pragma GCC unroll 10
+  for (int round = 0; round < 10; ++round) {
+    const __m512i product0 = _mm512_mul_epu32(c0, mul_a);
+    const __m512i product1 = _mm512_mul_epu32(c2, mul_b);
+    c0 = _mm512_ternarylogic_epi32(_mm512_srli_epi64(product1, 32), c1,
+                                   _mm512_set1_epi64(k0), 0x96);
+    c2 = _mm512_ternarylogic_epi32(_mm512_srli_epi64(product0, 32), c3,
+                                   _mm512_set1_epi64(k1), 0x96);
+    c1 = product1;
+    c3 = product0;
+    k0 += kPhiloxA;
+    k1 += kPhiloxB;
+  }
 }
 
-// 16 blocks at a time; the 4 x 16 result is transposed so that block b's words are contiguous.
+// Stores the 8 blocks of one group: block l's words c0..c3 at words[4 l .. 4 l + 3].
+BN_TARGET_AVX512 C10_ALWAYS_INLINE void store_blocks_avx512(__m512i c0, __m512i c1, __m512i c2,
+                                                            __m512i c3, uint32_t* out) {
+  const __m512i words01 = _mm512_mask_blend_epi32(0xAAAA, c0, _mm512_slli_epi64(c1, 32));
+  const __m512i words23 = _mm512_mask_blend_epi32(0xAAAA, c2, _mm512_slli_epi64(c3, 32));
+  const __m512i first = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+  const __m512i second = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+  _mm512_storeu_si512(out, _mm512_permutex2var_epi64(words01, first, words23));
+  _mm512_storeu_si512(out + 16, _mm512_permutex2var_epi64(words01, second, words23));
+}
+
 BN_TARGET_AVX512 void philox_blocks_avx512(
     uint64_t first_block, int64_t num_blocks, uint64_t seed, uint32_t* __restrict words) {
-  const __m512i mul_a = _mm512_set1_epi32(static_cast<int>(kPhiloxMulA));
-  const __m512i mul_b = _mm512_set1_epi32(static_cast<int>(kPhiloxMulB));
+  const __m512i lanes = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
   int64_t b = 0;
   for (; b + 16 <= num_blocks; b += 16) {
-    // Counters first_block + b + lane; the low words do not wrap in a tile but for once in 2^32
-    // blocks, which takes the scalar path (a vector built from scalar stores stalls the loads).
-    const uint64_t base = first_block + static_cast<uint64_t>(b);
-    if (static_cast<uint32_t>(base) > UINT32_MAX - 15) {
-      philox_blocks_portable(base, 16, seed, words + 4 * b);
-      continue;
-    }
-    __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(base))),
-                                  _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
-                                                    14, 15));
-    __m512i c1 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(base >> 32)));
-    __m512i c2 = _mm512_setzero_si512();
-    __m512i c3 = _mm512_setzero_si512();
-    uint32_t k0 = static_cast<uint32_t>(seed);
-    uint32_t k1 = static_cast<uint32_t>(seed >> 32);
-#pragma GCC unroll 10
-    for (int round = 0; round < 10; ++round) {
-      __m512i lo0, hi0, lo1, hi1;
-      mulhilo_avx512(c0, mul_a, lo0, hi0);
-      mulhilo_avx512(c2, mul_b, lo1, hi1);
-      c0 = _mm512_ternarylogic_epi32(hi1, c1, _mm512_set1_epi32(static_cast<int>(k0)), 0x96);
-      c2 = _mm512_ternarylogic_epi32(hi0, c3, _mm512_set1_epi32(static_cast<int>(k1)), 0x96);
-      c1 = lo1;
-      c3 = lo0;
-      k0 += kPhiloxA;
-      k1 += kPhiloxB;
-    }
-    const __m512i t0 = _mm512_unpacklo_epi32(c0, c1);
-    const __m512i t1 = _mm512_unpackhi_epi32(c0, c1);
-    const __m512i t2 = _mm512_unpacklo_epi32(c2, c3);
-    const __m512i t3 = _mm512_unpackhi_epi32(c2, c3);
-    // r_k holds, in its 128-bit lane L, the four words of block 4 L + k.
-    const __m512i r0 = _mm512_unpacklo_epi64(t0, t2);
-    const __m512i r1 = _mm512_unpackhi_epi64(t0, t2);
-    const __m512i r2 = _mm512_unpacklo_epi64(t1, t3);
-    const __m512i r3 = _mm512_unpackhi_epi64(t1, t3);
-    const __m512i r01_low = _mm512_shuffle_i32x4(r0, r1, 0x44);  // r0.L0 r0.L1 r1.L0 r1.L1
-    const __m512i r23_low = _mm512_shuffle_i32x4(r2, r3, 0x44);
-    const __m512i r01_high = _mm512_shuffle_i32x4(r0, r1, 0xEE);  // r0.L2 r0.L3 r1.L2 r1.L3
-    const __m512i r23_high = _mm512_shuffle_i32x4(r2, r3, 0xEE);
-    uint32_t* out = words + 4 * b;
-    _mm512_storeu_si512(out + 0, _mm512_shuffle_i32x4(r01_low, r23_low, 0x88));
-    _mm512_storeu_si512(out + 16, _mm512_shuffle_i32x4(r01_low, r23_low, 0xDD));
-    _mm512_storeu_si512(out + 32, _mm512_shuffle_i32x4(r01_high, r23_high, 0x88));
-    _mm512_storeu_si512(out + 48, _mm512_shuffle_i32x4(r01_high, r23_high, 0xDD));
+    // 64-bit counters: the carry into the high word comes for free.
+    const __m512i counter_a =
+        _mm512_add_epi64(_mm512_set1_epi64(static_cast<int64_t>(first_block + b)), lanes);
+    const __m512i counter_b = _mm512_add_epi64(counter_a, _mm512_set1_epi64(8));
+    __m512i a0 = counter_a, a1 = _mm512_srli_epi64(counter_a, 32);
+    __m512i b0 = counter_b, b1 = _mm512_srli_epi64(counter_b, 32);
+    __m512i a2 = _mm512_setzero_si512(), a3 = a2, b2 = a2, b3 = a2;
+    philox_rounds_avx512(a0, a1, a2, a3, seed);
+    philox_rounds_avx512(b0, b1, b2, b3, seed);
+    store_blocks_avx512(a0, a1, a2, a3, words + 4 * b);
+    store_blocks_avx512(b0, b1, b2, b3, words + 4 * b + 32);
   }
   philox_blocks_portable(first_block + b, num_blocks - b, seed, words + 4 * b);
 }
