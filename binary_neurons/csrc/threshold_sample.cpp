@@ -28,7 +28,6 @@
 #include "philox_uniform.h"
 
 #include <algorithm>
-#include <climits>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -206,8 +205,8 @@ constexpr uint32_t kPhiloxB = 0xBB67AE85;
 constexpr uint32_t kPhiloxMulA = 0xD2511F53;
 constexpr uint32_t kPhiloxMulB = 0xCD9E8D57;
 
-// Portable version; gcc vectorizes it, but only with 64-bit products, so the AVX2 and AVX-512
-// versions below split each 32x32->64 multiply into even and odd lanes by hand.
+// Portable version; gcc vectorizes it, but widens, multiplies and narrows every round, so the
+// AVX2 and AVX-512 versions below keep the state in 64-bit lanes by hand.
 C10_ALWAYS_INLINE void philox_blocks_portable(
     uint64_t first_block, int64_t num_blocks, uint64_t seed, uint32_t* __restrict words) {
   const uint32_t key0 = static_cast<uint32_t>(seed);
@@ -297,59 +296,54 @@ BN_TARGET_AVX512 void philox_blocks_avx512(
   philox_blocks_portable(first_block + b, num_blocks - b, seed, words + 4 * b);
 }
 
-BN_TARGET_AVX2 C10_ALWAYS_INLINE void mulhilo_avx2(__m256i a, __m256i m, __m256i& lo,
-                                                   __m256i& hi) {
-  const __m256i even = _mm256_mul_epu32(a, m);
-  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
-  lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
-  hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+// The same scheme with 4 blocks per vector.
+BN_TARGET_AVX2 C10_ALWAYS_INLINE void philox_rounds_avx2(__m256i& c0, __m256i& c1, __m256i& c2,
+                                                         __m256i& c3, uint64_t seed) {
+  const __m256i mul_a = _mm256_set1_epi64x(kPhiloxMulA);
+  const __m256i mul_b = _mm256_set1_epi64x(kPhiloxMulB);
+  uint32_t k0 = static_cast<uint32_t>(seed);
+  uint32_t k1 = static_cast<uint32_t>(seed >> 32);
+#pragma GCC unroll 10
+  for (int round = 0; round < 10; ++round) {
+    const __m256i product0 = _mm256_mul_epu32(c0, mul_a);
+    const __m256i product1 = _mm256_mul_epu32(c2, mul_b);
+    c0 = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(product1, 32), c1),
+                          _mm256_set1_epi64x(k0));
+    c2 = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(product0, 32), c3),
+                          _mm256_set1_epi64x(k1));
+    c1 = product1;
+    c3 = product0;
+    k0 += kPhiloxA;
+    k1 += kPhiloxB;
+  }
 }
 
-// 8 blocks at a time, as above.
+BN_TARGET_AVX2 C10_ALWAYS_INLINE void store_blocks_avx2(__m256i c0, __m256i c1, __m256i c2,
+                                                        __m256i c3, uint32_t* out) {
+  const __m256i words01 = _mm256_blend_epi32(c0, _mm256_slli_epi64(c1, 32), 0xAA);
+  const __m256i words23 = _mm256_blend_epi32(c2, _mm256_slli_epi64(c3, 32), 0xAA);
+  const __m256i even = _mm256_unpacklo_epi64(words01, words23);  // blocks 0 | 2
+  const __m256i odd = _mm256_unpackhi_epi64(words01, words23);   // blocks 1 | 3
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_permute2x128_si256(even, odd, 0x20));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8),
+                      _mm256_permute2x128_si256(even, odd, 0x31));
+}
+
 BN_TARGET_AVX2 void philox_blocks_avx2(
     uint64_t first_block, int64_t num_blocks, uint64_t seed, uint32_t* __restrict words) {
-  const __m256i mul_a = _mm256_set1_epi32(static_cast<int>(kPhiloxMulA));
-  const __m256i mul_b = _mm256_set1_epi32(static_cast<int>(kPhiloxMulB));
+  const __m256i lanes = _mm256_setr_epi64x(0, 1, 2, 3);
   int64_t b = 0;
   for (; b + 8 <= num_blocks; b += 8) {
-    const uint64_t base = first_block + static_cast<uint64_t>(b);
-    if (static_cast<uint32_t>(base) > UINT32_MAX - 7) {
-      philox_blocks_portable(base, 8, seed, words + 4 * b);
-      continue;
-    }
-    __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(base))),
-                                  _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    __m256i c1 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(base >> 32)));
-    __m256i c2 = _mm256_setzero_si256();
-    __m256i c3 = _mm256_setzero_si256();
-    uint32_t k0 = static_cast<uint32_t>(seed);
-    uint32_t k1 = static_cast<uint32_t>(seed >> 32);
-#pragma GCC unroll 10
-    for (int round = 0; round < 10; ++round) {
-      __m256i lo0, hi0, lo1, hi1;
-      mulhilo_avx2(c0, mul_a, lo0, hi0);
-      mulhilo_avx2(c2, mul_b, lo1, hi1);
-      c0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), _mm256_set1_epi32(static_cast<int>(k0)));
-      c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), _mm256_set1_epi32(static_cast<int>(k1)));
-      c1 = lo1;
-      c3 = lo0;
-      k0 += kPhiloxA;
-      k1 += kPhiloxB;
-    }
-    const __m256i t0 = _mm256_unpacklo_epi32(c0, c1);
-    const __m256i t1 = _mm256_unpackhi_epi32(c0, c1);
-    const __m256i t2 = _mm256_unpacklo_epi32(c2, c3);
-    const __m256i t3 = _mm256_unpackhi_epi32(c2, c3);
-    // r_k holds, in its 128-bit lane L, the four words of block 4 L + k.
-    const __m256i r0 = _mm256_unpacklo_epi64(t0, t2);
-    const __m256i r1 = _mm256_unpackhi_epi64(t0, t2);
-    const __m256i r2 = _mm256_unpacklo_epi64(t1, t3);
-    const __m256i r3 = _mm256_unpackhi_epi64(t1, t3);
-    __m256i* out = reinterpret_cast<__m256i*>(words + 4 * b);
-    _mm256_storeu_si256(out + 0, _mm256_permute2x128_si256(r0, r1, 0x20));
-    _mm256_storeu_si256(out + 1, _mm256_permute2x128_si256(r2, r3, 0x20));
-    _mm256_storeu_si256(out + 2, _mm256_permute2x128_si256(r0, r1, 0x31));
-    _mm256_storeu_si256(out + 3, _mm256_permute2x128_si256(r2, r3, 0x31));
+    const __m256i counter_a =
+        _mm256_add_epi64(_mm256_set1_epi64x(static_cast<int64_t>(first_block + b)), lanes);
+    const __m256i counter_b = _mm256_add_epi64(counter_a, _mm256_set1_epi64x(4));
+    __m256i a0 = counter_a, a1 = _mm256_srli_epi64(counter_a, 32);
+    __m256i b0 = counter_b, b1 = _mm256_srli_epi64(counter_b, 32);
+    __m256i a2 = _mm256_setzero_si256(), a3 = a2, b2 = a2, b3 = a2;
+    philox_rounds_avx2(a0, a1, a2, a3, seed);
+    philox_rounds_avx2(b0, b1, b2, b3, seed);
+    store_blocks_avx2(a0, a1, a2, a3, words + 4 * b);
+    store_blocks_avx2(b0, b1, b2, b3, words + 4 * b + 16);
   }
   philox_blocks_portable(first_block + b, num_blocks - b, seed, words + 4 * b);
 }
