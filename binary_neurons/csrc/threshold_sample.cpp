@@ -407,8 +407,9 @@ C10_ALWAYS_INLINE void sigmoid_grad_range_impl(
 }
 
 template <typename scalar_t>
-void threshold_range(const scalar_t* __restrict in, scalar_t* __restrict out, int64_t begin,
-                     int64_t end) {
+C10_ALWAYS_INLINE void threshold_range_impl(const scalar_t* __restrict in,
+                                            scalar_t* __restrict out, int64_t begin,
+                                            int64_t end) {
   using opmath_t = at::opmath_type<scalar_t>;
   for (int64_t i = begin; i < end; ++i) {
     const opmath_t a = static_cast<opmath_t>(in[i]);
@@ -418,9 +419,10 @@ void threshold_range(const scalar_t* __restrict in, scalar_t* __restrict out, in
 }
 
 template <typename scalar_t>
-void clipped_grad_range(const scalar_t* __restrict grad, const scalar_t* __restrict in,
-                        scalar_t* __restrict out, int64_t begin, int64_t end,
-                        at::opmath_type<scalar_t> clip_value) {
+C10_ALWAYS_INLINE void clipped_grad_range_impl(const scalar_t* __restrict grad,
+                                               const scalar_t* __restrict in,
+                                               scalar_t* __restrict out, int64_t begin,
+                                               int64_t end, at::opmath_type<scalar_t> clip_value) {
   using opmath_t = at::opmath_type<scalar_t>;
   for (int64_t i = begin; i < end; ++i) {
     const opmath_t a = static_cast<opmath_t>(in[i]);
@@ -429,57 +431,70 @@ void clipped_grad_range(const scalar_t* __restrict grad, const scalar_t* __restr
   }
 }
 
-// One version of each exp-heavy kernel per ISA; the always-inline bodies take the caller's ISA.
-#define BN_DEFINE_ISA_VARIANTS(SUFFIX, ATTRIBUTE, ISA)                                          \
+// One version of each kernel per ISA; the always-inline bodies take the caller's ISA.
+#define BN_DEFINE_ISA_VARIANTS(SUFFIX, ATTRIBUTE, ISA)                                      \
   template <typename scalar_t>                                                              \
   ATTRIBUTE void sample_range_##SUFFIX(const scalar_t* in, scalar_t* out, int64_t begin,    \
                                        int64_t end, at::opmath_type<scalar_t> slope,        \
                                        uint64_t seed) {                                     \
-    sample_range_impl<ISA, scalar_t>(in, out, begin, end, slope, seed);                    \
+    sample_range_impl<ISA, scalar_t>(in, out, begin, end, slope, seed);                     \
   }                                                                                         \
   template <typename scalar_t>                                                              \
   ATTRIBUTE void sigmoid_grad_range_##SUFFIX(const scalar_t* grad, const scalar_t* in,      \
                                              scalar_t* out, int64_t begin, int64_t end,     \
                                              at::opmath_type<scalar_t> slope) {             \
     sigmoid_grad_range_impl<scalar_t>(grad, in, out, begin, end, slope);                    \
+  }                                                                                         \
+  template <typename scalar_t>                                                              \
+  ATTRIBUTE void threshold_range_##SUFFIX(const scalar_t* in, scalar_t* out, int64_t begin, \
+                                          int64_t end) {                                    \
+    threshold_range_impl<scalar_t>(in, out, begin, end);                                    \
+  }                                                                                         \
+  template <typename scalar_t>                                                              \
+  ATTRIBUTE void clipped_grad_range_##SUFFIX(const scalar_t* grad, const scalar_t* in,      \
+                                             scalar_t* out, int64_t begin, int64_t end,     \
+                                             at::opmath_type<scalar_t> clip_value) {        \
+    clipped_grad_range_impl<scalar_t>(grad, in, out, begin, end, clip_value);               \
   }
 
 BN_DEFINE_ISA_VARIANTS(default, , Isa::kDefault)
 #if BN_MULTI_ISA
 BN_DEFINE_ISA_VARIANTS(avx2, BN_TARGET_AVX2, Isa::kAvx2)
 BN_DEFINE_ISA_VARIANTS(avx512, BN_TARGET_AVX512, Isa::kAvx512)
+#define BN_CALL_BEST_ISA(KERNEL, ...)                  \
+  switch (cpu_isa()) {                                 \
+    case Isa::kAvx512:                                 \
+      return KERNEL##_avx512<scalar_t>(__VA_ARGS__);   \
+    case Isa::kAvx2:                                   \
+      return KERNEL##_avx2<scalar_t>(__VA_ARGS__);     \
+    case Isa::kDefault:                                \
+      return KERNEL##_default<scalar_t>(__VA_ARGS__);  \
+  }
+#else
+#define BN_CALL_BEST_ISA(KERNEL, ...) return KERNEL##_default<scalar_t>(__VA_ARGS__)
 #endif
 
 template <typename scalar_t>
 void sample_range(const scalar_t* in, scalar_t* out, int64_t begin, int64_t end,
                   at::opmath_type<scalar_t> slope, uint64_t seed) {
-#if BN_MULTI_ISA
-  switch (cpu_isa()) {
-    case Isa::kAvx512:
-      return sample_range_avx512<scalar_t>(in, out, begin, end, slope, seed);
-    case Isa::kAvx2:
-      return sample_range_avx2<scalar_t>(in, out, begin, end, slope, seed);
-    case Isa::kDefault:
-      break;
-  }
-#endif
-  sample_range_default<scalar_t>(in, out, begin, end, slope, seed);
+  BN_CALL_BEST_ISA(sample_range, in, out, begin, end, slope, seed);
 }
 
 template <typename scalar_t>
 void sigmoid_grad_range(const scalar_t* grad, const scalar_t* in, scalar_t* out, int64_t begin,
                         int64_t end, at::opmath_type<scalar_t> slope) {
-#if BN_MULTI_ISA
-  switch (cpu_isa()) {
-    case Isa::kAvx512:
-      return sigmoid_grad_range_avx512<scalar_t>(grad, in, out, begin, end, slope);
-    case Isa::kAvx2:
-      return sigmoid_grad_range_avx2<scalar_t>(grad, in, out, begin, end, slope);
-    case Isa::kDefault:
-      break;
-  }
-#endif
-  sigmoid_grad_range_default<scalar_t>(grad, in, out, begin, end, slope);
+  BN_CALL_BEST_ISA(sigmoid_grad_range, grad, in, out, begin, end, slope);
+}
+
+template <typename scalar_t>
+void threshold_range(const scalar_t* in, scalar_t* out, int64_t begin, int64_t end) {
+  BN_CALL_BEST_ISA(threshold_range, in, out, begin, end);
+}
+
+template <typename scalar_t>
+void clipped_grad_range(const scalar_t* grad, const scalar_t* in, scalar_t* out, int64_t begin,
+                        int64_t end, at::opmath_type<scalar_t> clip_value) {
+  BN_CALL_BEST_ISA(clipped_grad_range, grad, in, out, begin, end, clip_value);
 }
 
 // ---------------------------------------------------------------------------------------------
