@@ -103,17 +103,25 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def median_time(run, device: str, repeats: int, setup=None, warmup: int = 2) -> float:
-    """Median wall time of run(state) in seconds; setup() (untimed) makes the state."""
-    times = []
-    for i in range(warmup + repeats):
+def median_time(
+    run, device: str, repeats: int, setup=None, warmup: int = 2, min_seconds: float = 0.2
+) -> float:
+    """Median wall time of run(state) in seconds; setup() (untimed) makes the state.
+
+    Runs at least `repeats` times and, for fast calls, until `min_seconds` of timed runs have
+    accumulated (at most 2000 runs), which steadies the medians on a shared machine.
+    """
+    for _ in range(warmup):
+        state = setup() if setup is not None else None
+        run(state)
+    times: list[float] = []
+    while len(times) < repeats or (sum(times) < min_seconds and len(times) < 2000):
         state = setup() if setup is not None else None
         _sync(device)
         start = time.perf_counter()
         run(state)
         _sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
+        times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
