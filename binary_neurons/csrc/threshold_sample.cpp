@@ -9,9 +9,10 @@
 // the mapping). So the samples depend only on the seed and the layout, never on the thread count
 // or how the work is split; the CUDA kernel (cuda/threshold_sample.cu) draws the same uniforms.
 //
-// The kernels are plain loops written for gcc's auto-vectorizer (built with -O3
-// -fno-trapping-math); each hot loop is compiled for AVX-512, AVX2 and the baseline ISA and the
-// best one the CPU supports is picked at run time, so the wheel stays portable.
+// The elementwise loops are written for gcc's auto-vectorizer (built with -O3
+// -fno-trapping-math), Philox for AVX2 and AVX-512 with intrinsics; each kernel is compiled for
+// AVX-512, AVX2 and the baseline ISA and the best one the CPU supports is picked at run time
+// (BINARY_NEURONS_CPU_CAPABILITY=avx2|default lowers it), so the wheel stays portable.
 
 #include <Python.h>
 
@@ -30,9 +31,12 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 #include <type_traits>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 // The module needs no Python functions: importing it loads the library, whose static
 // initializers register the op. This stub lets `import binary_neurons._C` do that.
@@ -56,7 +60,6 @@ namespace {
 // Run-time ISA selection.
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#include <immintrin.h>
 #define BN_MULTI_ISA 1
 #define BN_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 #define BN_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
