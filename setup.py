@@ -21,7 +21,6 @@ from pathlib import Path
 
 from setuptools import setup
 
-ROOT = Path(__file__).parent
 CSRC = Path("binary_neurons") / "csrc"
 
 
@@ -46,18 +45,8 @@ def _extensions_and_commands():
         cxx_flags.append("-march=native")
     sources = [str(CSRC / "threshold_sample.cpp")]
     depends = [str(CSRC / "philox_uniform.h")]
-    use_cuda = _flag("FORCE_CUDA") or torch.cuda.is_available()
-    if use_cuda:
-        sources.append(str(CSRC / "cuda" / "threshold_sample.cu"))
-        extension = CUDAExtension(
-            "binary_neurons._C",
-            sources,
-            depends=depends,
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--expt-relaxed-constexpr"]},
-            extra_link_args=["-fopenmp"],
-        )
-    else:
-        extension = CppExtension(
+    def cpu_extension():
+        return CppExtension(
             "binary_neurons._C",
             sources,
             depends=depends,
@@ -65,14 +54,37 @@ def _extensions_and_commands():
             extra_link_args=["-fopenmp"],
         )
 
+    extension = cpu_extension()
+    if _flag("FORCE_CUDA") or torch.cuda.is_available():
+        try:
+            extension = CUDAExtension(
+                "binary_neurons._C",
+                sources + [str(CSRC / "cuda" / "threshold_sample.cu")],
+                depends=depends,
+                extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--expt-relaxed-constexpr"]},
+                extra_link_args=["-fopenmp"],
+            )
+        except Exception as error:  # noqa: BLE001 - no CUDA toolkit: build the CPU kernels
+            warnings.warn(
+                f"binary_neurons: not building the CUDA kernels ({error})", stacklevel=1
+            )
+
     class OptionalBuildExtension(BuildExtension):
         """Builds the extension if it can; otherwise warns and leaves a pure-Python install."""
 
         def run(self):
             try:
                 super().run()
+                return
             except Exception as error:  # noqa: BLE001 - compiler missing or failing
                 self._warn(error)
+            if any(source.endswith(".cu") for source in self.extensions[0].sources):
+                # Keep the CPU kernels when only the CUDA part fails to build.
+                self.extensions = [cpu_extension()]
+                try:
+                    super().run()
+                except Exception as error:  # noqa: BLE001
+                    self._warn(error)
 
         @staticmethod
         def _warn(error):
