@@ -44,7 +44,7 @@ def _extensions_and_commands():
     if _flag("BINARY_NEURONS_NATIVE_ARCH"):
         cxx_flags.append("-march=native")
     sources = [str(CSRC / "threshold_sample.cpp")]
-    depends = [str(CSRC / "philox_uniform.h")]
+    depends = [str(CSRC / "philox_uniform.h"), str(CSRC / "op_arguments.h")]
     def cpu_extension():
         return CppExtension(
             "binary_neurons._C",

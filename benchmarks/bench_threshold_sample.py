@@ -149,7 +149,7 @@ def peak_extra_mib(run, device: str) -> float:
         return math.nan
     base = _resident_kib("VmRSS")
     run(None)
-    return (_resident_kib("VmHWM") - base) / 1024
+    return max(0, _resident_kib("VmHWM") - base) / 1024
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@
 #include <c10/util/bit_cast.h>
 #include <torch/library.h>
 
+#include "op_arguments.h"
 #include "philox_uniform.h"
 
 #include <algorithm>
@@ -501,34 +502,14 @@ void clipped_grad_range(const scalar_t* grad, const scalar_t* in, scalar_t* out,
 }
 
 // ---------------------------------------------------------------------------------------------
-// Argument checks and layouts.
+// Op entry points.
 
 constexpr int64_t kGrainSize = 32768;  // at::internal::GRAIN_SIZE
 
-void check_input(const char* op, const at::Tensor& input) {
-  TORCH_CHECK_TYPE(at::isFloatingType(input.scalar_type()), op,
-                   ": expected a floating-point input (Half, BFloat16, Float or Double), got ",
-                   input.scalar_type());
-}
-
 double slope_value(const char* op, const at::Tensor& slope) {
-  TORCH_CHECK(slope.numel() == 1 && at::isFloatingType(slope.scalar_type()), op,
-              ": expected slope to be a floating-point tensor with one element, got shape ",
-              slope.sizes(), " and dtype ", slope.scalar_type());
+  check_slope(op, slope);
   TORCH_CHECK(slope.device().is_cpu(), op, ": expected slope on the CPU, got ", slope.device());
   return slope.item<double>();
-}
-
-// `tensor` itself if it already has the dtype and strides of `like` (a dense empty_like of the
-// input), else a copy that has them: the kernels then walk both tensors' memory in one flat loop.
-at::Tensor in_layout_of(const at::Tensor& tensor, const at::Tensor& like) {
-  if (tensor.scalar_type() == like.scalar_type() && tensor.strides() == like.strides() &&
-      tensor.is_non_overlapping_and_dense()) {
-    return tensor;
-  }
-  at::Tensor copy = at::empty_like(like);
-  copy.copy_(tensor);
-  return copy;
 }
 
 at::Tensor threshold_sample_cpu(const at::Tensor& input, const at::Tensor& slope,
@@ -570,13 +551,7 @@ at::Tensor threshold_sample_backward_cpu(const at::Tensor& grad_output, const at
                                          const at::Tensor& slope, c10::string_view estimator,
                                          double clip_value) {
   constexpr const char* kOp = "threshold_sample_backward";
-  TORCH_CHECK_VALUE(estimator == "identity" || estimator == "sigmoid" || estimator == "clipped",
-                    kOp, ": unknown estimator '", estimator,
-                    "'; expected 'identity', 'sigmoid' or 'clipped'");
-  check_input(kOp, input);
-  TORCH_CHECK(grad_output.sizes() == input.sizes(), kOp,
-              ": expected grad_output of the input's shape ", input.sizes(), ", got ",
-              grad_output.sizes());
+  check_backward(kOp, grad_output, input, estimator);
   at::Tensor out = at::empty_like(input);
   if (estimator == "identity") {
     out.copy_(grad_output);

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "../op_arguments.h"
 #include "../philox_uniform.h"
 
 namespace binary_neurons {
@@ -177,18 +178,10 @@ void launch(const at::Tensor& input, const at::Tensor* grad, at::Tensor& out, co
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-void check_input(const char* op, const at::Tensor& input) {
-  TORCH_CHECK_TYPE(at::isFloatingType(input.scalar_type()), op,
-                   ": expected a floating-point input (Half, BFloat16, Float or Double), got ",
-                   input.scalar_type());
-}
-
 // A CUDA slope is converted to double on the device (no host sync); a CPU one is read here.
 DeviceScalar<double> slope_argument(const char* op, const at::Tensor& slope,
                                     const at::Tensor& input, at::Tensor& holder) {
-  TORCH_CHECK(slope.numel() == 1 && at::isFloatingType(slope.scalar_type()), op,
-              ": expected slope to be a floating-point tensor with one element, got shape ",
-              slope.sizes(), " and dtype ", slope.scalar_type());
+  check_slope(op, slope);
   if (slope.device().is_cpu()) {
     return {nullptr, slope.item<double>()};
   }
@@ -196,16 +189,6 @@ DeviceScalar<double> slope_argument(const char* op, const at::Tensor& slope,
               input.device(), ", got ", slope.device());
   holder = slope.reshape({1}).to(at::kDouble).contiguous();
   return {holder.const_data_ptr<double>(), 0.0};
-}
-
-at::Tensor in_layout_of(const at::Tensor& tensor, const at::Tensor& like) {
-  if (tensor.scalar_type() == like.scalar_type() && tensor.strides() == like.strides() &&
-      tensor.is_non_overlapping_and_dense()) {
-    return tensor;
-  }
-  at::Tensor copy = at::empty_like(like);
-  copy.copy_(tensor);
-  return copy;
 }
 
 at::Tensor threshold_sample_cuda(const at::Tensor& input, const at::Tensor& slope,
@@ -248,13 +231,7 @@ at::Tensor threshold_sample_backward_cuda(const at::Tensor& grad_output, const a
                                           const at::Tensor& slope, c10::string_view estimator,
                                           double clip_value) {
   constexpr const char* kOp = "threshold_sample_backward";
-  TORCH_CHECK_VALUE(estimator == "identity" || estimator == "sigmoid" || estimator == "clipped",
-                    kOp, ": unknown estimator '", estimator,
-                    "'; expected 'identity', 'sigmoid' or 'clipped'");
-  check_input(kOp, input);
-  TORCH_CHECK(grad_output.sizes() == input.sizes(), kOp,
-              ": expected grad_output of the input's shape ", input.sizes(), ", got ",
-              grad_output.sizes());
+  check_backward(kOp, grad_output, input, estimator);
   const c10::cuda::CUDAGuard guard(input.device());
   at::Tensor out = at::empty_like(input);
   if (estimator == "identity") {
