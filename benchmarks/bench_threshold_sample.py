@@ -12,7 +12,9 @@ sigmoid-adjusted estimator, slope 1.0), times forward, backward and forward+back
 * ``raw warm`` (CPU, tensors of 32 MB or more): the same with glibc told to reuse resident
   pages for new tensors, which leaves the kernel's own time (see ``glibc_keeps_pages``).
 
-Times are medians over ``--repeats`` runs after warm-up. GB/s counts 8 bytes per element for the
+Times are medians over ``--repeats`` runs (more for fast cases) after warm-up; the cases of
+one size run interleaved, round by round, so that the varying load of a shared machine hits them
+alike. GB/s counts 8 bytes per element for the
 forward (read a, write y), 12 for the backward (read g and a, write the gradient), 20 for both.
 Next to them: a same-run ``copy_`` into a preallocated tensor (memory bandwidth) and a same-size
 ``clone`` (the floor of any op that returns a new tensor: allocations of 32 MB or more get fresh
@@ -103,26 +105,32 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def median_time(
-    run, device: str, repeats: int, setup=None, warmup: int = 2, min_seconds: float = 0.2
-) -> float:
-    """Median wall time of run(state) in seconds; setup() (untimed) makes the state.
+def interleaved_medians(
+    cases: dict, device: str, repeats: int, warmup: int = 2, min_seconds: float = 1.0
+) -> dict:
+    """Median wall time in seconds of each case, a (run, setup) pair: run(setup()) is timed,
+    setup (untimed, may be None) makes run's argument.
 
-    Runs at least `repeats` times and, for fast calls, until `min_seconds` of timed runs have
-    accumulated (at most 2000 runs), which steadies the medians on a shared machine.
+    The cases run in rounds, each case once per round, so that changes in the load of a shared
+    machine hit every case alike. At least `repeats` rounds; more, up to 500, while the rounds
+    so far took under `min_seconds` (which steadies the medians of fast cases).
     """
     for _ in range(warmup):
-        state = setup() if setup is not None else None
-        run(state)
-    times: list[float] = []
-    while len(times) < repeats or (sum(times) < min_seconds and len(times) < 2000):
-        state = setup() if setup is not None else None
-        _sync(device)
-        start = time.perf_counter()
-        run(state)
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for run, setup in cases.values():
+            run(setup() if setup is not None else None)
+    times: dict = {label: [] for label in cases}
+    started = time.perf_counter()
+    rounds = 0
+    while rounds < repeats or (time.perf_counter() - started < min_seconds and rounds < 500):
+        for label, (run, setup) in cases.items():
+            state = setup() if setup is not None else None
+            _sync(device)
+            start = time.perf_counter()
+            run(state)
+            _sync(device)
+            times[label].append(time.perf_counter() - start)
+        rounds += 1
+    return {label: statistics.median(values) for label, values in times.items()}
 
 
 def _resident_kib(field: str) -> int:
@@ -178,28 +186,27 @@ def parse_size(text: str) -> tuple[int, ...]:
     return (int(float(text)),)
 
 
+PHASES = ("fwd", "bwd", "fwd+bwd")
+
+
 def bench_size(shape, device: str, repeats: int, compiled: dict) -> dict:
     n = math.prod(shape)
     a = torch.randn(shape, device=device).requires_grad_()
     a_plain = a.detach()
     g = torch.randn(shape, device=device)
+    dst = torch.empty_like(a_plain)
     slope_tensor = torch.tensor(SLOPE, dtype=torch.float64)
     seed = torch.tensor(12345, device=device)
-    result = {"n": n, "rows": []}
-
-    # Bandwidth references.
-    dst = torch.empty_like(a_plain)
-    copy_s = median_time(lambda _: dst.copy_(a_plain), device, repeats)
-    clone_s = median_time(lambda _: a_plain.clone(), device, repeats)
-    result["copy_gbs"] = 8 * n / copy_s / 1e9
-    result["clone_gbs"] = 8 * n / clone_s / 1e9
 
     def sigmoid_fwdbwd(_):
         a.grad = None
         torch.sigmoid(a).backward(g)
 
-    result["sigmoid_fwdbwd_ms"] = median_time(sigmoid_fwdbwd, device, repeats) * 1e3
-
+    cases = {
+        "copy_": (lambda _: dst.copy_(a_plain), None),
+        "clone": (lambda _: a_plain.clone(), None),
+        "sigmoid": (sigmoid_fwdbwd, None),
+    }
     impls = {
         "SBN": {
             "eager": eager_sbn,
@@ -212,6 +219,8 @@ def bench_size(shape, device: str, repeats: int, compiled: dict) -> dict:
             "native": lambda x: deterministic_binary(x, "sigmoid", SLOPE),
         },
     }
+    peaks = {}
+    raw_cases = {}
     for neuron, by_impl in impls.items():
         for impl, forward in by_impl.items():
 
@@ -229,13 +238,10 @@ def bench_size(shape, device: str, repeats: int, compiled: dict) -> dict:
                 a.grad = None
                 forward(a).backward(g)
 
-            times = {
-                "fwd": median_time(fwd, device, repeats),
-                "bwd": median_time(bwd, device, repeats, setup=make_graph),
-                "fwd+bwd": median_time(fwdbwd, device, repeats),
-            }
-            a.grad = None
-            result["rows"].append((neuron, impl, times, peak_extra_mib(fwdbwd, device)))
+            cases[(neuron, impl, "fwd")] = (fwd, None)
+            cases[(neuron, impl, "bwd")] = (bwd, make_graph)
+            cases[(neuron, impl, "fwd+bwd")] = (fwdbwd, None)
+            peaks[(neuron, impl)] = fwdbwd
 
         # The op alone: no autograd, no seed drawing, no argument checks in Python.
         op_seed = seed if neuron == "SBN" else None
@@ -246,24 +252,45 @@ def bench_size(shape, device: str, repeats: int, compiled: dict) -> dict:
         def raw_bwd(_):
             return _ops.threshold_sample_backward(g, a_plain, slope_tensor, "sigmoid", 0.0)
 
-        def raw_both(_):
+        def raw_both(_, raw_fwd=raw_fwd):
             raw_fwd(None)
             raw_bwd(None)
 
-        times = {
-            "fwd": median_time(raw_fwd, device, repeats),
-            "bwd": median_time(raw_bwd, device, repeats),
-            "fwd+bwd": median_time(raw_both, device, repeats),
+        for phase, run in zip(PHASES, (raw_fwd, raw_bwd, raw_both)):
+            raw_cases[(neuron, "raw op", phase)] = (run, None)
+        peaks[(neuron, "raw op")] = raw_both
+
+    cases.update(raw_cases)
+    medians = interleaved_medians(cases, device, repeats)
+    # Before the warm-page runs, which leave freed memory resident and would hide the peaks.
+    peak_mib = {}
+    for label, run in peaks.items():
+        a.grad = None  # the memory of the previous run's gradient is not part of the peak
+        peak_mib[label] = peak_extra_mib(run, device)
+    a.grad = None
+    if device == "cpu" and n * 4 >= 32 * 2**20:
+        warm_cases = {
+            (neuron, "raw warm", phase): case for (neuron, _, phase), case in raw_cases.items()
         }
-        result["rows"].append((neuron, "raw op", times, peak_extra_mib(raw_both, device)))
-        if device == "cpu" and n * 4 >= 32 * 2**20:
-            with glibc_keeps_pages():
-                times = {
-                    "fwd": median_time(raw_fwd, device, repeats),
-                    "bwd": median_time(raw_bwd, device, repeats),
-                    "fwd+bwd": median_time(raw_both, device, repeats),
-                }
-            result["rows"].append((neuron, "raw warm", times, math.nan))
+        warm_cases["copy_ warm"] = cases["copy_"]
+        with glibc_keeps_pages():
+            medians.update(interleaved_medians(warm_cases, device, repeats))
+
+    result = {
+        "n": n,
+        "copy_gbs": 8 * n / medians["copy_"] / 1e9,
+        "clone_gbs": 8 * n / medians["clone"] / 1e9,
+        "sigmoid_fwdbwd_ms": medians["sigmoid"] * 1e3,
+        "rows": [],
+    }
+    if "copy_ warm" in medians:
+        result["copy_warm_gbs"] = 8 * n / medians["copy_ warm"] / 1e9
+    labels = [(neuron, impl) for neuron in impls for impl in (*impls[neuron], "raw op", "raw warm")]
+    for neuron, impl in labels:
+        if (neuron, impl, "fwd") not in medians:
+            continue
+        times = {phase: medians[(neuron, impl, phase)] for phase in PHASES}
+        result["rows"].append((neuron, impl, times, peak_mib.get((neuron, impl), math.nan)))
     return result
 
 
@@ -309,9 +336,15 @@ def main(argv=None) -> None:
                 + " ".join(f"{r:9.2f}" for r in rates)
                 + f" {peak:9.1f}"
             )
+        warm = (
+            f" (with resident pages {result['copy_warm_gbs']:.2f} GB/s)"
+            if "copy_warm_gbs" in result
+            else ""
+        )
         print(
-            f"{text:>8} copy_ {result['copy_gbs']:.2f} GB/s, clone {result['clone_gbs']:.2f}"
-            f" GB/s, torch.sigmoid fwd+bwd {result['sigmoid_fwdbwd_ms']:.3f} ms"
+            f"{text:>8} copy_ {result['copy_gbs']:.2f} GB/s{warm}, clone"
+            f" {result['clone_gbs']:.2f} GB/s, torch.sigmoid fwd+bwd"
+            f" {result['sigmoid_fwdbwd_ms']:.3f} ms"
         )
     print(
         f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
@@ -354,7 +387,7 @@ def report_targets(results: dict) -> None:
                 # The kernel alone (outputs on resident pages) against copy_; the op as users
                 # call it (fresh pages for its output) against clone, which allocates the same.
                 for impl, reference, label in (
-                    ("raw warm", "copy_gbs", "copy_"),
+                    ("raw warm", "copy_warm_gbs", "copy_"),
                     ("raw op", "clone_gbs", "clone (allocating)"),
                 ):
                     if not any(row[:2] == (neuron, impl) for row in result["rows"]):
