@@ -33,5 +33,6 @@ start=$(date +%s)
 "$nvcc" -c -std=c++17 --expt-relaxed-constexpr -arch=sm_90 -O3 \
   -diag-suppress 3306 -Xcompiler -Wno-c++20-extensions \
   "${include_flags[@]}" "$source_file" -o "$work/threshold_sample.o"
-echo "compile_cuda.sh: compiled $(basename "$source_file") for sm_90 in $(( $(date +%s) - start )) s" \
+seconds=$(( $(date +%s) - start ))
+echo "compile_cuda.sh: compiled $(basename "$source_file") for sm_90 in $seconds s" \
   "($(stat -c %s "$work/threshold_sample.o") bytes)"

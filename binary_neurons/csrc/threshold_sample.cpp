@@ -594,7 +594,8 @@ at::Tensor threshold_sample_backward_cpu(const at::Tensor& grad_output, const at
 at::Tensor philox_uniform(int64_t seed, int64_t offset, int64_t numel, bool float64) {
   TORCH_CHECK(offset >= 0 && numel >= 0, "_philox_uniform: expected offset >= 0 and numel >= 0, ",
               "got ", offset, " and ", numel);
-  at::Tensor out = at::empty({numel}, at::TensorOptions().dtype(float64 ? at::kDouble : at::kFloat));
+  at::Tensor out =
+      at::empty({numel}, at::TensorOptions().dtype(float64 ? at::kDouble : at::kFloat));
   const int per_block = float64 ? 2 : 4;
   for (int64_t i = 0; i < numel; ++i) {
     const uint64_t index = static_cast<uint64_t>(offset + i);
