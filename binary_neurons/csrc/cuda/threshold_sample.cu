@@ -1,0 +1,267 @@
+// CUDA kernels of the threshold-and-sample op (the schema lives in ../threshold_sample.cpp).
+//
+// Each thread handles one group of kPerBlock consecutive elements (4 for float, half and
+// bfloat16, 2 for double): one Philox4x32-10 call gives that group's uniforms, with the same
+// counter-to-element mapping as the CPU kernel (../philox_uniform.h), so both devices draw the
+// same uniforms for a given seed and layout. Loads and stores are one vector per group when the
+// pointers allow it; indexes are 64-bit; slope and seed are read on the device when they are
+// CUDA tensors, so no call synchronizes with the host.
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/core/PhiloxRNGEngine.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "../op_arguments.h"
+#include "../philox_uniform.h"
+
+namespace binary_neurons {
+namespace {
+
+constexpr int kThreadsPerBlock = 256;
+
+// A one-element argument that is either a device pointer or a value passed by the host.
+template <typename T>
+struct DeviceScalar {
+  const T* pointer;
+  T value;
+  __device__ T get() const { return pointer != nullptr ? *pointer : value; }
+};
+
+template <typename scalar_t, int kVec>
+struct alignas(sizeof(scalar_t) * kVec) Pack {
+  scalar_t v[kVec];
+};
+
+template <typename T>
+__device__ __forceinline__ T device_exp(T x) {
+  if constexpr (sizeof(T) == 8) {
+    return ::exp(x);
+  } else {
+    return ::expf(x);
+  }
+}
+
+// Calls op(group, a, g, y) for each group of kVec elements: a and g hold the group's input and
+// gradient (opmath), y receives its outputs. Elements past n are never read or written.
+template <typename scalar_t, int kVec, typename Op>
+__global__ void elementwise_kernel(const scalar_t* __restrict__ input,
+                                   const scalar_t* __restrict__ grad, scalar_t* __restrict__ out,
+                                   int64_t n, bool vector_access, Op op) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  using PackT = Pack<scalar_t, kVec>;
+  const int64_t num_groups = (n + kVec - 1) / kVec;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t group = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+       group < num_groups; group += stride) {
+    const int64_t first = group * kVec;
+    const bool whole = vector_access && first + kVec <= n;
+    opmath_t a[kVec];
+    opmath_t g[kVec];
+    opmath_t y[kVec];
+    if (whole) {
+      const PackT in_pack = *reinterpret_cast<const PackT*>(input + first);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) a[k] = static_cast<opmath_t>(in_pack.v[k]);
+      if (grad != nullptr) {
+        const PackT grad_pack = *reinterpret_cast<const PackT*>(grad + first);
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) g[k] = static_cast<opmath_t>(grad_pack.v[k]);
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) {
+        const bool inside = first + k < n;
+        a[k] = inside ? static_cast<opmath_t>(input[first + k]) : opmath_t(0);
+        g[k] = (inside && grad != nullptr) ? static_cast<opmath_t>(grad[first + k]) : opmath_t(0);
+      }
+    }
+    op(group, a, g, y);
+    if (whole) {
+      PackT out_pack;
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) out_pack.v[k] = static_cast<scalar_t>(y[k]);
+      *reinterpret_cast<PackT*>(out + first) = out_pack;
+    } else {
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) {
+        if (first + k < n) out[first + k] = static_cast<scalar_t>(y[k]);
+      }
+    }
+  }
+}
+
+template <typename opmath_t>
+struct ThresholdOp {
+  static constexpr int kVec = PhiloxUniform<opmath_t>::kPerBlock;
+  __device__ void operator()(int64_t, const opmath_t* a, const opmath_t*, opmath_t* y) const {
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) {
+      y[k] = a[k] != a[k] ? a[k] : (a[k] > opmath_t(0) ? opmath_t(1) : opmath_t(0));
+    }
+  }
+};
+
+template <typename opmath_t>
+struct SampleOp {
+  static constexpr int kVec = PhiloxUniform<opmath_t>::kPerBlock;
+  DeviceScalar<double> slope;
+  DeviceScalar<int64_t> seed;
+  __device__ void operator()(int64_t group, const opmath_t* a, const opmath_t*, opmath_t* y) const {
+    const opmath_t s = static_cast<opmath_t>(slope.get());
+    at::Philox4_32 engine(static_cast<uint64_t>(seed.get()), 0, static_cast<uint64_t>(group));
+    uint32_t words[4];
+#pragma unroll
+    for (int w = 0; w < 4; ++w) words[w] = engine();
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) {
+      const opmath_t p = opmath_t(1) / (opmath_t(1) + device_exp(-s * a[k]));
+      const opmath_t u = PhiloxUniform<opmath_t>::from_words(words, k);
+      y[k] = a[k] != a[k] ? a[k] : (u < p ? opmath_t(1) : opmath_t(0));
+    }
+  }
+};
+
+template <typename opmath_t>
+struct SigmoidGradOp {
+  static constexpr int kVec = PhiloxUniform<opmath_t>::kPerBlock;
+  DeviceScalar<double> slope;
+  __device__ void operator()(int64_t, const opmath_t* a, const opmath_t* g, opmath_t* y) const {
+    const opmath_t s = static_cast<opmath_t>(slope.get());
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) {
+      // sigmoid(x) sigmoid(-x) = e / (1 + e)^2 with e = exp(-|x|): stable for any |x|.
+      const opmath_t e = device_exp(-::fabs(s * a[k]));
+      const opmath_t one_plus_e = opmath_t(1) + e;
+      y[k] = g[k] * (s * (e / (one_plus_e * one_plus_e)));
+    }
+  }
+};
+
+template <typename opmath_t>
+struct ClippedGradOp {
+  static constexpr int kVec = PhiloxUniform<opmath_t>::kPerBlock;
+  opmath_t clip_value;
+  __device__ void operator()(int64_t, const opmath_t* a, const opmath_t* g, opmath_t* y) const {
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) y[k] = ::fabs(a[k]) <= clip_value ? g[k] : opmath_t(0);
+  }
+};
+
+template <typename scalar_t, typename Op>
+void launch(const at::Tensor& input, const at::Tensor* grad, at::Tensor& out, const Op& op) {
+  constexpr int kVec = Op::kVec;
+  const int64_t n = input.numel();
+  if (n == 0) return;
+  const scalar_t* input_data = input.const_data_ptr<scalar_t>();
+  const scalar_t* grad_data = grad != nullptr ? grad->const_data_ptr<scalar_t>() : nullptr;
+  scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
+  constexpr uintptr_t kAlign = sizeof(scalar_t) * kVec;
+  const bool vector_access = reinterpret_cast<uintptr_t>(input_data) % kAlign == 0 &&
+                             reinterpret_cast<uintptr_t>(grad_data) % kAlign == 0 &&
+                             reinterpret_cast<uintptr_t>(out_data) % kAlign == 0;
+  const int64_t num_groups = (n + kVec - 1) / kVec;
+  const int64_t blocks = std::min<int64_t>((num_groups + kThreadsPerBlock - 1) / kThreadsPerBlock,
+                                           int64_t{1} << 20);
+  elementwise_kernel<scalar_t, kVec, Op>
+      <<<static_cast<unsigned int>(blocks), kThreadsPerBlock, 0,
+         c10::cuda::getCurrentCUDAStream()>>>(input_data, grad_data, out_data, n, vector_access,
+                                              op);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// A CUDA slope is converted to double on the device (no host sync); a CPU one is read here.
+DeviceScalar<double> slope_argument(const char* op, const at::Tensor& slope,
+                                    const at::Tensor& input, at::Tensor& holder) {
+  check_slope(op, slope);
+  if (slope.device().is_cpu()) {
+    return {nullptr, slope.item<double>()};
+  }
+  TORCH_CHECK(slope.device() == input.device(), op, ": expected slope on the CPU or on ",
+              input.device(), ", got ", slope.device());
+  holder = slope.reshape({1}).to(at::kDouble).contiguous();
+  return {holder.const_data_ptr<double>(), 0.0};
+}
+
+at::Tensor threshold_sample_cuda(const at::Tensor& input, const at::Tensor& slope,
+                                 const std::optional<at::Tensor>& seed,
+                                 c10::string_view /*estimator*/, double /*clip_value*/) {
+  constexpr const char* kOp = "threshold_sample";
+  check_input(kOp, input);
+  const c10::cuda::CUDAGuard guard(input.device());
+  at::Tensor slope_holder;
+  const DeviceScalar<double> slope_arg = slope_argument(kOp, slope, input, slope_holder);
+  at::Tensor out = at::empty_like(input);
+  const at::Tensor in = in_layout_of(input, out);
+  if (!seed.has_value()) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
+      launch<scalar_t>(in, nullptr, out, ThresholdOp<at::opmath_type<scalar_t>>{});
+    });
+    return out;
+  }
+  TORCH_CHECK(seed->numel() == 1 && seed->scalar_type() == at::kLong, kOp,
+              ": expected seed to be a one-element int64 tensor, got shape ", seed->sizes(),
+              " and dtype ", seed->scalar_type());
+  DeviceScalar<int64_t> seed_arg{nullptr, 0};
+  at::Tensor seed_holder;
+  if (seed->device().is_cpu()) {
+    seed_arg.value = seed->item<int64_t>();
+  } else {
+    TORCH_CHECK(seed->device() == input.device(), kOp, ": expected seed on the CPU or on ",
+                input.device(), ", got ", seed->device());
+    seed_holder = seed->reshape({1}).contiguous();
+    seed_arg.pointer = seed_holder.const_data_ptr<int64_t>();
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
+    launch<scalar_t>(in, nullptr, out,
+                     SampleOp<at::opmath_type<scalar_t>>{slope_arg, seed_arg});
+  });
+  return out;
+}
+
+at::Tensor threshold_sample_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input,
+                                          const at::Tensor& slope, c10::string_view estimator,
+                                          double clip_value) {
+  constexpr const char* kOp = "threshold_sample_backward";
+  check_backward(kOp, grad_output, input, estimator);
+  const c10::cuda::CUDAGuard guard(input.device());
+  at::Tensor out = at::empty_like(input);
+  if (estimator == "identity") {
+    out.copy_(grad_output);
+    return out;
+  }
+  const at::Tensor in = in_layout_of(input, out);
+  const at::Tensor grad = in_layout_of(grad_output, out);
+  if (estimator == "sigmoid") {
+    at::Tensor slope_holder;
+    const DeviceScalar<double> slope_arg = slope_argument(kOp, slope, input, slope_holder);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
+      launch<scalar_t>(in, &grad, out, SigmoidGradOp<at::opmath_type<scalar_t>>{slope_arg});
+    });
+    return out;
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    // Like torch.where(input.abs() <= clip_value, ...): the bound is rounded to the input's dtype.
+    const opmath_t clip = static_cast<opmath_t>(static_cast<scalar_t>(clip_value));
+    launch<scalar_t>(in, &grad, out, ClippedGradOp<opmath_t>{clip});
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(binary_neurons, CUDA, m) {
+  m.impl("threshold_sample", &threshold_sample_cuda);
+  m.impl("threshold_sample_backward", &threshold_sample_backward_cuda);
+}
+
+}  // namespace binary_neurons

@@ -1,0 +1,636 @@
+// The threshold-and-sample op: schema and CPU kernels.
+//
+// forward:  seed None -> y = 1[a > 0];  seed given -> y = 1[u < sigmoid(s a)]; NaN -> NaN.
+// backward: "identity" -> g;  "sigmoid" -> g s sigmoid(s a) sigmoid(-s a);
+//           "clipped" -> g 1[|a| <= clip_value].
+//
+// The uniforms come from counter-based Philox4x32-10 (the algorithm of at::Philox4_32) keyed by
+// the 64-bit seed, with the element's position in memory as the counter (philox_uniform.h has
+// the mapping). So the samples depend only on the seed and the layout, never on the thread count
+// or how the work is split; the CUDA kernel (cuda/threshold_sample.cu) draws the same uniforms.
+//
+// The elementwise loops are written for gcc's auto-vectorizer (built with -O3
+// -fno-trapping-math), Philox for AVX2 and AVX-512 with intrinsics; each kernel is compiled for
+// AVX-512, AVX2 and the baseline ISA and the best one the CPU supports is picked at run time
+// (BINARY_NEURONS_CPU_CAPABILITY=avx2|default lowers it), so the wheel stays portable.
+
+#include <Python.h>
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/PhiloxRNGEngine.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/util/bit_cast.h>
+#include <torch/library.h>
+
+#include "op_arguments.h"
+#include "philox_uniform.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <type_traits>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+// The module needs no Python functions: importing it loads the library, whose static
+// initializers register the op. This stub lets `import binary_neurons._C` do that.
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT,
+      "_C",  // name
+      nullptr,  // documentation
+      -1,  // size of per-interpreter state
+      nullptr,  // methods
+  };
+  return PyModule_Create(&module_def);
+}
+}
+
+namespace binary_neurons {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Run-time ISA selection.
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define BN_MULTI_ISA 1
+#define BN_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#define BN_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#else
+#define BN_MULTI_ISA 0
+#endif
+
+enum class Isa { kDefault, kAvx2, kAvx512 };
+
+Isa detect_isa() {
+#if BN_MULTI_ISA
+  __builtin_cpu_init();
+  Isa best = Isa::kDefault;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    best = Isa::kAvx2;
+  }
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
+    best = Isa::kAvx512;
+  }
+  // BINARY_NEURONS_CPU_CAPABILITY lowers the ISA (for tests and for comparing timings).
+  if (const char* cap = std::getenv("BINARY_NEURONS_CPU_CAPABILITY")) {
+    const std::string want(cap);
+    if (want == "default") {
+      best = Isa::kDefault;
+    } else if (want == "avx2" && best == Isa::kAvx512) {
+      best = Isa::kAvx2;
+    }
+  }
+  return best;
+#else
+  return Isa::kDefault;
+#endif
+}
+
+Isa cpu_isa() {
+  static const Isa isa = detect_isa();
+  return isa;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Element math, written so that gcc vectorizes the loops calling it.
+
+template <typename T>
+struct ExpConstants;
+
+template <>
+struct ExpConstants<float> {
+  using Bits = int32_t;
+  static constexpr float kLog2e = 1.44269504088896341f;
+  static constexpr float kLn2Hi = 0.693359375f;
+  static constexpr float kLn2Lo = -2.12194440e-4f;
+  // Adding 1.5 * 2^23 rounds to an integer, which then sits in the low mantissa bits.
+  static constexpr float kShifter = 12582912.0f;
+  static constexpr Bits kShifterBits = 0x4B400000;
+  static constexpr int kMantissaBits = 23;
+  static constexpr Bits kBias = 127;
+  // sigmoid saturates beyond this; exp(+-kMaxArg) and 2^n stay normal.
+  static constexpr float kMaxArg = 87.0f;
+};
+
+template <>
+struct ExpConstants<double> {
+  using Bits = int64_t;
+  static constexpr double kLog2e = 1.44269504088896340736;
+  static constexpr double kLn2Hi = 6.93147180369123816490e-01;
+  static constexpr double kLn2Lo = 1.90821492927058770002e-10;
+  static constexpr double kShifter = 6755399441055744.0;  // 1.5 * 2^52
+  static constexpr Bits kShifterBits = 0x4338000000000000LL;
+  static constexpr int kMantissaBits = 52;
+  static constexpr Bits kBias = 1023;
+  static constexpr double kMaxArg = 708.0;
+};
+
+// exp(x) for |x| <= kMaxArg (NaN in, NaN out): Cody-Waite reduction to |r| <= ln2/2, a Taylor
+// polynomial accurate to about one ulp, and the power of two assembled from the integer bits
+// (libm's exp is a call gcc cannot vectorize without -ffast-math).
+template <typename T>
+C10_ALWAYS_INLINE T exp_bounded(T x) {
+  using C = ExpConstants<T>;
+  using Bits = typename C::Bits;
+  const T shifted = x * C::kLog2e + C::kShifter;
+  const T n = shifted - C::kShifter;
+  const Bits n_int = c10::bit_cast<Bits>(shifted) - C::kShifterBits;
+  T r = x - n * C::kLn2Hi;
+  r = r - n * C::kLn2Lo;
+  T poly;
+  if constexpr (std::is_same_v<T, float>) {
+    poly = T(1.0 / 5040);
+    poly = poly * r + T(1.0 / 720);
+    poly = poly * r + T(1.0 / 120);
+    poly = poly * r + T(1.0 / 24);
+    poly = poly * r + T(1.0 / 6);
+    poly = poly * r + T(0.5);
+  } else {
+    poly = T(1.0 / 6227020800.0);  // 1/13!
+    poly = poly * r + T(1.0 / 479001600.0);
+    poly = poly * r + T(1.0 / 39916800.0);
+    poly = poly * r + T(1.0 / 3628800.0);
+    poly = poly * r + T(1.0 / 362880.0);
+    poly = poly * r + T(1.0 / 40320.0);
+    poly = poly * r + T(1.0 / 5040.0);
+    poly = poly * r + T(1.0 / 720.0);
+    poly = poly * r + T(1.0 / 120.0);
+    poly = poly * r + T(1.0 / 24.0);
+    poly = poly * r + T(1.0 / 6.0);
+    poly = poly * r + T(0.5);
+  }
+  poly = poly * r + T(1);
+  poly = poly * r + T(1);
+  const T scale = c10::bit_cast<T>(static_cast<Bits>((n_int + C::kBias) << C::kMantissaBits));
+  return poly * scale;
+}
+
+// Clamps to [-limit, limit]; written with compares so that NaN passes through.
+template <typename T>
+C10_ALWAYS_INLINE T clamp_keep_nan(T x, T limit) {
+  x = x < -limit ? -limit : x;
+  return x > limit ? limit : x;
+}
+
+// 1[u < sigmoid(x)], as u (1 + exp(-x)) < 1: the same test without a division.
+template <typename T>
+C10_ALWAYS_INLINE bool below_sigmoid(T u, T x) {
+  const T e = exp_bounded(clamp_keep_nan(-x, ExpConstants<T>::kMaxArg));
+  return u * (T(1) + e) < T(1);
+}
+
+// sigmoid(x) sigmoid(-x) = e / (1 + e)^2 with e = exp(-|x|): no cancellation, no overflow.
+template <typename T>
+C10_ALWAYS_INLINE T sigmoid_derivative(T x) {
+  const T ax = x < T(0) ? -x : x;
+  const bool saturated = ax > ExpConstants<T>::kMaxArg;  // the true value is below ~1e-38
+  const T e = exp_bounded(saturated ? -ExpConstants<T>::kMaxArg : -ax);
+  const T one_plus_e = T(1) + e;
+  const T derivative = e / (one_plus_e * one_plus_e);
+  return saturated ? T(0) : derivative;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Philox4x32-10, many counters at a time (the loop over blocks vectorizes). Bit-identical to
+// at::Philox4_32(seed, /*subsequence=*/0, /*offset=*/block): counter = (block, 0), key = seed.
+
+constexpr uint32_t kPhiloxA = 0x9E3779B9;
+constexpr uint32_t kPhiloxB = 0xBB67AE85;
+constexpr uint32_t kPhiloxMulA = 0xD2511F53;
+constexpr uint32_t kPhiloxMulB = 0xCD9E8D57;
+
+// Portable version; gcc vectorizes it, but widens, multiplies and narrows every round, so the
+// AVX2 and AVX-512 versions below keep the state in 64-bit lanes by hand.
+C10_ALWAYS_INLINE void philox_blocks_portable(
+    uint64_t first_block, int64_t num_blocks, uint64_t seed, uint32_t* __restrict words) {
+  const uint32_t key0 = static_cast<uint32_t>(seed);
+  const uint32_t key1 = static_cast<uint32_t>(seed >> 32);
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    const uint64_t counter = first_block + static_cast<uint64_t>(b);
+    uint32_t c0 = static_cast<uint32_t>(counter);
+    uint32_t c1 = static_cast<uint32_t>(counter >> 32);
+    uint32_t c2 = 0;
+    uint32_t c3 = 0;
+    uint32_t k0 = key0;
+    uint32_t k1 = key1;
+#pragma GCC unroll 10
+    for (int round = 0; round < 10; ++round) {
+      const uint64_t product0 = static_cast<uint64_t>(kPhiloxMulA) * c0;
+      const uint64_t product1 = static_cast<uint64_t>(kPhiloxMulB) * c2;
+      const uint32_t next0 = static_cast<uint32_t>(product1 >> 32) ^ c1 ^ k0;
+      const uint32_t next2 = static_cast<uint32_t>(product0 >> 32) ^ c3 ^ k1;
+      c1 = static_cast<uint32_t>(product1);
+      c3 = static_cast<uint32_t>(product0);
+      c0 = next0;
+      c2 = next2;
+      k0 += kPhiloxA;
+      k1 += kPhiloxB;
+    }
+    words[4 * b + 0] = c0;
+    words[4 * b + 1] = c1;
+    words[4 * b + 2] = c2;
+    words[4 * b + 3] = c3;
+  }
+}
+
+#if BN_MULTI_ISA
+// 8 blocks at a time, one per 64-bit lane: each 32-bit state word sits in the low half of its
+// lane, so _mm512_mul_epu32 gives the whole 64-bit product and the high halves may hold garbage
+// (the multiplies ignore them and the stores drop them). Two such groups run interleaved.
+BN_TARGET_AVX512 C10_ALWAYS_INLINE void philox_rounds_avx512(__m512i& c0, __m512i& c1,
+                                                             __m512i& c2, __m512i& c3,
+                                                             uint64_t seed) {
+  const __m512i mul_a = _mm512_set1_epi64(kPhiloxMulA);
+  const __m512i mul_b = _mm512_set1_epi64(kPhiloxMulB);
+  uint32_t k0 = static_cast<uint32_t>(seed);
+  uint32_t k1 = static_cast<uint32_t>(seed >> 32);
+#pragma GCC unroll 10
+  for (int round = 0; round < 10; ++round) {
+    const __m512i product0 = _mm512_mul_epu32(c0, mul_a);
+    const __m512i product1 = _mm512_mul_epu32(c2, mul_b);
+    c0 = _mm512_ternarylogic_epi32(_mm512_srli_epi64(product1, 32), c1,
+                                   _mm512_set1_epi64(k0), 0x96);
+    c2 = _mm512_ternarylogic_epi32(_mm512_srli_epi64(product0, 32), c3,
+                                   _mm512_set1_epi64(k1), 0x96);
+    c1 = product1;
+    c3 = product0;
+    k0 += kPhiloxA;
+    k1 += kPhiloxB;
+  }
+}
+
+// Stores the 8 blocks of one group: block l's words c0..c3 at words[4 l .. 4 l + 3].
+BN_TARGET_AVX512 C10_ALWAYS_INLINE void store_blocks_avx512(__m512i c0, __m512i c1, __m512i c2,
+                                                            __m512i c3, uint32_t* out) {
+  const __m512i words01 = _mm512_mask_blend_epi32(0xAAAA, c0, _mm512_slli_epi64(c1, 32));
+  const __m512i words23 = _mm512_mask_blend_epi32(0xAAAA, c2, _mm512_slli_epi64(c3, 32));
+  const __m512i first = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+  const __m512i second = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+  _mm512_storeu_si512(out, _mm512_permutex2var_epi64(words01, first, words23));
+  _mm512_storeu_si512(out + 16, _mm512_permutex2var_epi64(words01, second, words23));
+}
+
+BN_TARGET_AVX512 void philox_blocks_avx512(
+    uint64_t first_block, int64_t num_blocks, uint64_t seed, uint32_t* __restrict words) {
+  const __m512i lanes = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+  int64_t b = 0;
+  for (; b + 16 <= num_blocks; b += 16) {
+    // 64-bit counters: the carry into the high word comes for free.
+    const __m512i counter_a =
+        _mm512_add_epi64(_mm512_set1_epi64(static_cast<int64_t>(first_block + b)), lanes);
+    const __m512i counter_b = _mm512_add_epi64(counter_a, _mm512_set1_epi64(8));
+    __m512i a0 = counter_a, a1 = _mm512_srli_epi64(counter_a, 32);
+    __m512i b0 = counter_b, b1 = _mm512_srli_epi64(counter_b, 32);
+    __m512i a2 = _mm512_setzero_si512(), a3 = a2, b2 = a2, b3 = a2;
+    philox_rounds_avx512(a0, a1, a2, a3, seed);
+    philox_rounds_avx512(b0, b1, b2, b3, seed);
+    store_blocks_avx512(a0, a1, a2, a3, words + 4 * b);
+    store_blocks_avx512(b0, b1, b2, b3, words + 4 * b + 32);
+  }
+  philox_blocks_portable(first_block + b, num_blocks - b, seed, words + 4 * b);
+}
+
+// The same scheme with 4 blocks per vector.
+BN_TARGET_AVX2 C10_ALWAYS_INLINE void philox_rounds_avx2(__m256i& c0, __m256i& c1, __m256i& c2,
+                                                         __m256i& c3, uint64_t seed) {
+  const __m256i mul_a = _mm256_set1_epi64x(kPhiloxMulA);
+  const __m256i mul_b = _mm256_set1_epi64x(kPhiloxMulB);
+  uint32_t k0 = static_cast<uint32_t>(seed);
+  uint32_t k1 = static_cast<uint32_t>(seed >> 32);
+#pragma GCC unroll 10
+  for (int round = 0; round < 10; ++round) {
+    const __m256i product0 = _mm256_mul_epu32(c0, mul_a);
+    const __m256i product1 = _mm256_mul_epu32(c2, mul_b);
+    c0 = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(product1, 32), c1),
+                          _mm256_set1_epi64x(k0));
+    c2 = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(product0, 32), c3),
+                          _mm256_set1_epi64x(k1));
+    c1 = product1;
+    c3 = product0;
+    k0 += kPhiloxA;
+    k1 += kPhiloxB;
+  }
+}
+
+BN_TARGET_AVX2 C10_ALWAYS_INLINE void store_blocks_avx2(__m256i c0, __m256i c1, __m256i c2,
+                                                        __m256i c3, uint32_t* out) {
+  const __m256i words01 = _mm256_blend_epi32(c0, _mm256_slli_epi64(c1, 32), 0xAA);
+  const __m256i words23 = _mm256_blend_epi32(c2, _mm256_slli_epi64(c3, 32), 0xAA);
+  const __m256i even = _mm256_unpacklo_epi64(words01, words23);  // blocks 0 | 2
+  const __m256i odd = _mm256_unpackhi_epi64(words01, words23);   // blocks 1 | 3
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_permute2x128_si256(even, odd, 0x20));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8),
+                      _mm256_permute2x128_si256(even, odd, 0x31));
+}
+
+BN_TARGET_AVX2 void philox_blocks_avx2(
+    uint64_t first_block, int64_t num_blocks, uint64_t seed, uint32_t* __restrict words) {
+  const __m256i lanes = _mm256_setr_epi64x(0, 1, 2, 3);
+  int64_t b = 0;
+  for (; b + 8 <= num_blocks; b += 8) {
+    const __m256i counter_a =
+        _mm256_add_epi64(_mm256_set1_epi64x(static_cast<int64_t>(first_block + b)), lanes);
+    const __m256i counter_b = _mm256_add_epi64(counter_a, _mm256_set1_epi64x(4));
+    __m256i a0 = counter_a, a1 = _mm256_srli_epi64(counter_a, 32);
+    __m256i b0 = counter_b, b1 = _mm256_srli_epi64(counter_b, 32);
+    __m256i a2 = _mm256_setzero_si256(), a3 = a2, b2 = a2, b3 = a2;
+    philox_rounds_avx2(a0, a1, a2, a3, seed);
+    philox_rounds_avx2(b0, b1, b2, b3, seed);
+    store_blocks_avx2(a0, a1, a2, a3, words + 4 * b);
+    store_blocks_avx2(b0, b1, b2, b3, words + 4 * b + 16);
+  }
+  philox_blocks_portable(first_block + b, num_blocks - b, seed, words + 4 * b);
+}
+#endif
+
+template <Isa kIsa>
+C10_ALWAYS_INLINE void philox_blocks(
+    uint64_t first_block, int64_t num_blocks, uint64_t seed, uint32_t* __restrict words) {
+#if BN_MULTI_ISA
+  if constexpr (kIsa == Isa::kAvx512) {
+    return philox_blocks_avx512(first_block, num_blocks, seed, words);
+  } else if constexpr (kIsa == Isa::kAvx2) {
+    return philox_blocks_avx2(first_block, num_blocks, seed, words);
+  }
+#endif
+  philox_blocks_portable(first_block, num_blocks, seed, words);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernels over a flat range [begin, end) of elements (input and output share one dense layout).
+
+template <Isa kIsa, typename scalar_t>
+C10_ALWAYS_INLINE void sample_range_impl(
+    const scalar_t* __restrict in, scalar_t* __restrict out, int64_t begin, int64_t end,
+    at::opmath_type<scalar_t> slope, uint64_t seed) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  using U = PhiloxUniform<opmath_t>;
+  // Tiles start at multiples of kTile, so each Philox block is generated whole; the first tile
+  // of a chunk may start inside a block, and `skip` steps over the words before it.
+  constexpr int64_t kTile = 1024;
+  alignas(64) uint32_t words[4 * (kTile / U::kPerBlock + 1)];
+  for (int64_t start = begin; start < end;) {
+    const int64_t stop = std::min(end, (start / kTile + 1) * kTile);
+    const int64_t first_block = start / U::kPerBlock;
+    const int64_t num_blocks = (stop - 1) / U::kPerBlock - first_block + 1;
+    philox_blocks<kIsa>(static_cast<uint64_t>(first_block), num_blocks, seed, words);
+    const int64_t skip = start - first_block * U::kPerBlock;
+    const scalar_t* __restrict tile_in = in + start;
+    scalar_t* __restrict tile_out = out + start;
+    const int64_t count = stop - start;
+    for (int64_t j = 0; j < count; ++j) {
+      const opmath_t a = static_cast<opmath_t>(tile_in[j]);
+      const bool hit = below_sigmoid(U::from_words(words, skip + j), a * slope);
+      const opmath_t y = hit ? opmath_t(1) : opmath_t(0);
+      tile_out[j] = static_cast<scalar_t>(a != a ? a : y);
+    }
+    start = stop;
+  }
+}
+
+template <typename scalar_t>
+C10_ALWAYS_INLINE void sigmoid_grad_range_impl(
+    const scalar_t* __restrict grad, const scalar_t* __restrict in, scalar_t* __restrict out,
+    int64_t begin, int64_t end, at::opmath_type<scalar_t> slope) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  for (int64_t i = begin; i < end; ++i) {
+    const opmath_t a = static_cast<opmath_t>(in[i]);
+    const opmath_t g = static_cast<opmath_t>(grad[i]);
+    out[i] = static_cast<scalar_t>(g * (slope * sigmoid_derivative(a * slope)));
+  }
+}
+
+template <typename scalar_t>
+C10_ALWAYS_INLINE void threshold_range_impl(const scalar_t* __restrict in,
+                                            scalar_t* __restrict out, int64_t begin,
+                                            int64_t end) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  for (int64_t i = begin; i < end; ++i) {
+    const opmath_t a = static_cast<opmath_t>(in[i]);
+    const opmath_t y = a > opmath_t(0) ? opmath_t(1) : opmath_t(0);
+    out[i] = static_cast<scalar_t>(a != a ? a : y);
+  }
+}
+
+template <typename scalar_t>
+C10_ALWAYS_INLINE void clipped_grad_range_impl(const scalar_t* __restrict grad,
+                                               const scalar_t* __restrict in,
+                                               scalar_t* __restrict out, int64_t begin,
+                                               int64_t end, at::opmath_type<scalar_t> clip_value) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  for (int64_t i = begin; i < end; ++i) {
+    const opmath_t a = static_cast<opmath_t>(in[i]);
+    const opmath_t magnitude = a < opmath_t(0) ? -a : a;
+    out[i] = magnitude <= clip_value ? grad[i] : scalar_t(0);
+  }
+}
+
+// One version of each kernel per ISA; the always-inline bodies take the caller's ISA.
+#define BN_DEFINE_ISA_VARIANTS(SUFFIX, ATTRIBUTE, ISA)                                      \
+  template <typename scalar_t>                                                              \
+  ATTRIBUTE void sample_range_##SUFFIX(const scalar_t* in, scalar_t* out, int64_t begin,    \
+                                       int64_t end, at::opmath_type<scalar_t> slope,        \
+                                       uint64_t seed) {                                     \
+    sample_range_impl<ISA, scalar_t>(in, out, begin, end, slope, seed);                     \
+  }                                                                                         \
+  template <typename scalar_t>                                                              \
+  ATTRIBUTE void sigmoid_grad_range_##SUFFIX(const scalar_t* grad, const scalar_t* in,      \
+                                             scalar_t* out, int64_t begin, int64_t end,     \
+                                             at::opmath_type<scalar_t> slope) {             \
+    sigmoid_grad_range_impl<scalar_t>(grad, in, out, begin, end, slope);                    \
+  }                                                                                         \
+  template <typename scalar_t>                                                              \
+  ATTRIBUTE void threshold_range_##SUFFIX(const scalar_t* in, scalar_t* out, int64_t begin, \
+                                          int64_t end) {                                    \
+    threshold_range_impl<scalar_t>(in, out, begin, end);                                    \
+  }                                                                                         \
+  template <typename scalar_t>                                                              \
+  ATTRIBUTE void clipped_grad_range_##SUFFIX(const scalar_t* grad, const scalar_t* in,      \
+                                             scalar_t* out, int64_t begin, int64_t end,     \
+                                             at::opmath_type<scalar_t> clip_value) {        \
+    clipped_grad_range_impl<scalar_t>(grad, in, out, begin, end, clip_value);               \
+  }
+
+BN_DEFINE_ISA_VARIANTS(default, , Isa::kDefault)
+#if BN_MULTI_ISA
+BN_DEFINE_ISA_VARIANTS(avx2, BN_TARGET_AVX2, Isa::kAvx2)
+BN_DEFINE_ISA_VARIANTS(avx512, BN_TARGET_AVX512, Isa::kAvx512)
+#define BN_CALL_BEST_ISA(KERNEL, ...)                  \
+  switch (cpu_isa()) {                                 \
+    case Isa::kAvx512:                                 \
+      return KERNEL##_avx512<scalar_t>(__VA_ARGS__);   \
+    case Isa::kAvx2:                                   \
+      return KERNEL##_avx2<scalar_t>(__VA_ARGS__);     \
+    case Isa::kDefault:                                \
+      return KERNEL##_default<scalar_t>(__VA_ARGS__);  \
+  }
+#else
+#define BN_CALL_BEST_ISA(KERNEL, ...) return KERNEL##_default<scalar_t>(__VA_ARGS__)
+#endif
+
+template <typename scalar_t>
+void sample_range(const scalar_t* in, scalar_t* out, int64_t begin, int64_t end,
+                  at::opmath_type<scalar_t> slope, uint64_t seed) {
+  BN_CALL_BEST_ISA(sample_range, in, out, begin, end, slope, seed);
+}
+
+template <typename scalar_t>
+void sigmoid_grad_range(const scalar_t* grad, const scalar_t* in, scalar_t* out, int64_t begin,
+                        int64_t end, at::opmath_type<scalar_t> slope) {
+  BN_CALL_BEST_ISA(sigmoid_grad_range, grad, in, out, begin, end, slope);
+}
+
+template <typename scalar_t>
+void threshold_range(const scalar_t* in, scalar_t* out, int64_t begin, int64_t end) {
+  BN_CALL_BEST_ISA(threshold_range, in, out, begin, end);
+}
+
+template <typename scalar_t>
+void clipped_grad_range(const scalar_t* grad, const scalar_t* in, scalar_t* out, int64_t begin,
+                        int64_t end, at::opmath_type<scalar_t> clip_value) {
+  BN_CALL_BEST_ISA(clipped_grad_range, grad, in, out, begin, end, clip_value);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Op entry points.
+
+constexpr int64_t kGrainSize = 32768;  // at::internal::GRAIN_SIZE
+
+double slope_value(const char* op, const at::Tensor& slope) {
+  check_slope(op, slope);
+  TORCH_CHECK(slope.device().is_cpu(), op, ": expected slope on the CPU, got ", slope.device());
+  return slope.item<double>();
+}
+
+at::Tensor threshold_sample_cpu(const at::Tensor& input, const at::Tensor& slope,
+                                const std::optional<at::Tensor>& seed,
+                                c10::string_view /*estimator*/, double /*clip_value*/) {
+  constexpr const char* kOp = "threshold_sample";
+  check_input(kOp, input);
+  const double slope_double = slope_value(kOp, slope);
+  at::Tensor out = at::empty_like(input);
+  const at::Tensor in = in_layout_of(input, out);
+  const int64_t numel = in.numel();
+  if (!seed.has_value()) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
+      const scalar_t* in_data = in.const_data_ptr<scalar_t>();
+      scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
+      at::parallel_for(0, numel, kGrainSize, [&](int64_t begin, int64_t end) {
+        threshold_range<scalar_t>(in_data, out_data, begin, end);
+      });
+    });
+    return out;
+  }
+  TORCH_CHECK(seed->numel() == 1 && seed->scalar_type() == at::kLong && seed->device().is_cpu(),
+              kOp, ": expected seed to be a one-element int64 tensor on the CPU, got shape ",
+              seed->sizes(), ", dtype ", seed->scalar_type(), " on ", seed->device());
+  const uint64_t seed_bits = static_cast<uint64_t>(seed->item<int64_t>());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    const opmath_t slope_op = static_cast<opmath_t>(slope_double);
+    const scalar_t* in_data = in.const_data_ptr<scalar_t>();
+    scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, numel, kGrainSize, [&](int64_t begin, int64_t end) {
+      sample_range<scalar_t>(in_data, out_data, begin, end, slope_op, seed_bits);
+    });
+  });
+  return out;
+}
+
+at::Tensor threshold_sample_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                                         const at::Tensor& slope, c10::string_view estimator,
+                                         double clip_value) {
+  constexpr const char* kOp = "threshold_sample_backward";
+  check_backward(kOp, grad_output, input, estimator);
+  at::Tensor out = at::empty_like(input);
+  if (estimator == "identity") {
+    out.copy_(grad_output);
+    return out;
+  }
+  const at::Tensor in = in_layout_of(input, out);
+  const at::Tensor grad = in_layout_of(grad_output, out);
+  const int64_t numel = in.numel();
+  if (estimator == "sigmoid") {
+    const double slope_double = slope_value(kOp, slope);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
+      using opmath_t = at::opmath_type<scalar_t>;
+      const opmath_t slope_op = static_cast<opmath_t>(slope_double);
+      const scalar_t* grad_data = grad.const_data_ptr<scalar_t>();
+      const scalar_t* in_data = in.const_data_ptr<scalar_t>();
+      scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
+      at::parallel_for(0, numel, kGrainSize, [&](int64_t begin, int64_t end) {
+        sigmoid_grad_range<scalar_t>(grad_data, in_data, out_data, begin, end, slope_op);
+      });
+    });
+    return out;
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    // Like torch.where(input.abs() <= clip_value, ...): the bound is rounded to the input's dtype.
+    const opmath_t clip = static_cast<opmath_t>(static_cast<scalar_t>(clip_value));
+    const scalar_t* grad_data = grad.const_data_ptr<scalar_t>();
+    const scalar_t* in_data = in.const_data_ptr<scalar_t>();
+    scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, numel, kGrainSize, [&](int64_t begin, int64_t end) {
+      clipped_grad_range<scalar_t>(grad_data, in_data, out_data, begin, end, clip);
+    });
+  });
+  return out;
+}
+
+// The uniforms the kernels draw for elements [offset, offset + numel), computed one at a time
+// with ATen's own at::Philox4_32 engine. Only for tests: they check the vectorized generator and
+// a Python reference against it, at offsets past 2^32 too.
+at::Tensor philox_uniform(int64_t seed, int64_t offset, int64_t numel, bool float64) {
+  TORCH_CHECK(offset >= 0 && numel >= 0, "_philox_uniform: expected offset >= 0 and numel >= 0, ",
+              "got ", offset, " and ", numel);
+  at::Tensor out =
+      at::empty({numel}, at::TensorOptions().dtype(float64 ? at::kDouble : at::kFloat));
+  const int per_block = float64 ? 2 : 4;
+  for (int64_t i = 0; i < numel; ++i) {
+    const uint64_t index = static_cast<uint64_t>(offset + i);
+    at::Philox4_32 engine(static_cast<uint64_t>(seed), 0, index / per_block);
+    uint32_t words[4];
+    for (uint32_t& word : words) {
+      word = engine();
+    }
+    const int64_t k = static_cast<int64_t>(index % per_block);
+    if (float64) {
+      out.mutable_data_ptr<double>()[i] = PhiloxUniform<double>::from_words(words, k);
+    } else {
+      out.mutable_data_ptr<float>()[i] = PhiloxUniform<float>::from_words(words, k);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+// Keep in sync with SCHEMAS in binary_neurons/_ops.py (tests compare them).
+TORCH_LIBRARY(binary_neurons, m) {
+  m.def(
+      "threshold_sample(Tensor input, Tensor slope, Tensor? seed, str estimator, "
+      "float clip_value) -> Tensor");
+  m.def(
+      "threshold_sample_backward(Tensor grad_output, Tensor input, Tensor slope, "
+      "str estimator, float clip_value) -> Tensor");
+  m.def("_philox_uniform(int seed, int offset, int numel, bool float64) -> Tensor",
+        &philox_uniform);
+}
+
+TORCH_LIBRARY_IMPL(binary_neurons, CPU, m) {
+  m.impl("threshold_sample", &threshold_sample_cpu);
+  m.impl("threshold_sample_backward", &threshold_sample_backward_cpu);
+}
+
+}  // namespace binary_neurons
