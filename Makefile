@@ -31,7 +31,7 @@ demo: $(STAMP)
 test: test-native test-python
 
 test-native: $(STAMP)
-	$(BIN)/python -m pytest -q --doctest-modules binary_neurons tests
+	BINARY_NEURONS_BACKEND=native $(BIN)/python -m pytest -q --doctest-modules binary_neurons tests
 
 test-python: $(STAMP)
 	BINARY_NEURONS_BACKEND=python $(BIN)/python -m pytest -q --doctest-modules binary_neurons tests

@@ -69,7 +69,8 @@ def threshold_sample_backward(
         result = torch.where(input.abs() <= clip_value, grad_output, 0)
     else:
         raise ValueError(
-            f"unknown fused estimator {estimator!r}; expected 'identity', 'sigmoid' or 'clipped'"
+            f"threshold_sample_backward: unknown estimator {estimator!r}; "
+            "expected 'identity', 'sigmoid' or 'clipped'"
         )
     out = torch.empty_like(input)
     out.copy_(result)

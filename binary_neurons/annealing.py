@@ -20,7 +20,9 @@ class SlopeAnnealer:
     training. After :math:`k` steps a layer that started at slope :math:`s_0` has slope
     :math:`\min(s_0 \cdot \text{factor}^k, \text{max\_slope})`. BinaryGAN uses
     ``factor=1.1`` from :math:`s_0 = 1`, so epoch :math:`e` (counting from 0) trains at
-    :math:`1.1^e`.
+    :math:`1.1^e`. Stepping after the last epoch leaves the model one step past the slope it
+    last trained at; if the final model should keep that slope (a stochastic neuron samples
+    with it), step at the start of every epoch but the first instead.
 
     The slopes live in the layers' ``slope`` buffers, so they are saved and restored with the
     model's ``state_dict``; :meth:`state_dict` holds the annealer's own settings and step

@@ -84,7 +84,14 @@ class DeterministicBinary(BinaryNeuron):
         (torch.Size([2, 3]), True)
     """
 
-    def forward(self, input: Tensor) -> Tensor:
+    def forward(self, input: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        """Threshold the pre-activation.
+
+        Args:
+            input: the pre-activation.
+            generator: ignored (a deterministic neuron draws no noise); accepted so that a model
+                can call either neuron type the same way.
+        """
         F.check_input(input)
         return F.apply_binary(input, self.estimator, self.slope, None)
 

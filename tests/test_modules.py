@@ -115,6 +115,12 @@ class TestStochasticEvalModes:
         assert torch.equal(first, second)
 
 
+def test_deterministic_accepts_and_ignores_a_generator():
+    layer = bn.DeterministicBinary()
+    a = torch.randn(100)
+    assert torch.equal(layer(a, generator=torch.Generator().manual_seed(0)), (a > 0).float())
+
+
 def test_deterministic_same_in_train_and_eval():
     layer = bn.DeterministicBinary()
     a = torch.randn(100)
