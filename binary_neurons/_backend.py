@@ -36,6 +36,14 @@ class BackendInfo:
         devices: for ``"cpu"`` and ``"cuda"``, the implementation that runs there:
             ``"native"`` or ``"python"``.
         requested: the value of ``BINARY_NEURONS_BACKEND`` (``"auto"`` when unset).
+
+    Examples:
+        >>> import binary_neurons
+        >>> info = binary_neurons.backend_info()
+        >>> sorted(info.devices)
+        ['cpu', 'cuda']
+        >>> str(info).startswith("binary_neurons backend: " + info.name)
+        True
     """
 
     name: str

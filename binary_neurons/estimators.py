@@ -46,6 +46,20 @@ class Estimator:
     Subclasses set :attr:`name` and implement :meth:`backward`. The four built-in estimators
     also name the fused kernel they map to (:attr:`kernel`); a user-defined subclass leaves it
     ``None`` and its :meth:`backward` is called from a :class:`torch.autograd.Function`.
+
+    Examples:
+        A straight-through estimator that halves the gradient:
+
+        >>> import torch
+        >>> import binary_neurons as bn
+        >>> class HalfStraightThrough(bn.Estimator):
+        ...     name = "half"
+        ...     def backward(self, grad_output, input, slope):
+        ...         return 0.5 * grad_output
+        >>> a = torch.zeros(3, requires_grad=True)
+        >>> bn.stochastic_binary(a, estimator=HalfStraightThrough()).sum().backward()
+        >>> a.grad
+        tensor([0.5000, 0.5000, 0.5000])
     """
 
     #: Short name used by :func:`get_estimator`.
@@ -89,6 +103,14 @@ class StraightThrough(Estimator):
     .. math::
         \text{forward: } y = \text{threshold or sample of } \sigma(s a), \qquad
         \text{backward: } \frac{\partial L}{\partial a} = g.
+
+    Examples:
+        >>> import torch
+        >>> import binary_neurons as bn
+        >>> a = torch.tensor([-2.0, 0.5], requires_grad=True)
+        >>> bn.deterministic_binary(a, estimator=bn.StraightThrough()).sum().backward()
+        >>> a.grad
+        tensor([1., 1.])
     """
 
     name = "identity"
@@ -107,6 +129,14 @@ class SigmoidAdjusted(Estimator):
 
     .. math::
         \frac{\partial L}{\partial a} = g \, s \, \sigma(s a) \bigl(1 - \sigma(s a)\bigr).
+
+    Examples:
+        >>> import torch
+        >>> import binary_neurons as bn
+        >>> a = torch.tensor([0.0, 1.0], requires_grad=True)
+        >>> bn.deterministic_binary(a, estimator="sigmoid", slope=2.0).sum().backward()
+        >>> a.grad  # 2 * sigmoid(2a) * (1 - sigmoid(2a))
+        tensor([0.5000, 0.2100])
     """
 
     name = "sigmoid"
@@ -128,6 +158,13 @@ class SlopeAnnealed(SigmoidAdjusted):
     uses this estimator, typically once per epoch (Chung et al., 2016, arXiv:1609.01704). As
     :math:`s` grows, :math:`\sigma(s a)` approaches the step function and the gradient
     concentrates near :math:`a = 0`.
+
+    Examples:
+        >>> import binary_neurons as bn
+        >>> layer = bn.StochasticBinary(estimator="annealed")
+        >>> bn.SlopeAnnealer(layer, factor=2.0).step()
+        >>> float(layer.slope)
+        2.0
     """
 
     name = "annealed"
@@ -145,6 +182,14 @@ class ClippedStraightThrough(Estimator):
 
     Args:
         clip_value: the threshold :math:`c > 0`. Default: 1.0.
+
+    Examples:
+        >>> import torch
+        >>> import binary_neurons as bn
+        >>> a = torch.tensor([-2.0, -0.5, 0.5, 2.0], requires_grad=True)
+        >>> bn.deterministic_binary(a, estimator=bn.ClippedStraightThrough(1.0)).sum().backward()
+        >>> a.grad
+        tensor([0., 1., 1., 0.])
     """
 
     name = "clipped"
@@ -189,6 +234,15 @@ def get_estimator(estimator: EstimatorLike) -> Estimator:
     Raises:
         ValueError: for an unknown name.
         TypeError: for anything that is neither a string nor an :class:`Estimator`.
+
+    Examples:
+        >>> from binary_neurons import get_estimator
+        >>> get_estimator("annealed").anneals
+        True
+        >>> get_estimator("ste")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        ValueError: unknown estimator 'ste'; expected one of 'identity', 'sigmoid', ...
     """
     if isinstance(estimator, Estimator):
         return estimator

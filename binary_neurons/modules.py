@@ -20,6 +20,20 @@ class BinaryNeuron(nn.Module):
     The slope is a 0-dim buffer named ``slope``: it is saved in the ``state_dict``, moves with
     the module, and is what :class:`~binary_neurons.SlopeAnnealer` raises. A binary neuron has
     no learnable parameters.
+
+    Args:
+        estimator: the gradient estimator, by name or as an
+            :class:`~binary_neurons.estimators.Estimator`. Default: ``"sigmoid"``.
+        slope: the initial slope :math:`s > 0`. Default: 1.0.
+
+    Examples:
+        >>> import binary_neurons as bn
+        >>> layer = bn.DeterministicBinary(slope=2.0)
+        >>> dict(layer.state_dict())
+        {'slope': tensor(2.)}
+        >>> layer.set_slope(3.0)
+        >>> isinstance(layer, bn.BinaryNeuron), float(layer.slope)
+        (True, 3.0)
     """
 
     slope: Tensor
