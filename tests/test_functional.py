@@ -55,7 +55,8 @@ class TestDeterministicForward:
         assert torch.equal(y, (a > 0).to(dtype))
 
     def test_zero_gives_zero_and_nan_gives_nan(self, dtype, device):
-        a = torch.tensor([0.0, float("nan"), -float("inf"), float("inf")], dtype=dtype, device=device)
+        values = [0.0, float("nan"), -float("inf"), float("inf")]
+        a = torch.tensor(values, dtype=dtype, device=device)
         y = deterministic_binary(a)
         assert y[0].item() == 0.0
         assert math.isnan(y[1].item())
@@ -167,7 +168,10 @@ class TestGradients:
         expected = closed_form_gradient(estimator, grad, a.detach(), slope)
         assert a.grad.dtype == dtype
         np.testing.assert_allclose(
-            a.grad.double().cpu().numpy(), expected, rtol=GRAD_RTOL[dtype], atol=grad_atol(dtype, slope)
+            a.grad.double().cpu().numpy(),
+            expected,
+            rtol=GRAD_RTOL[dtype],
+            atol=grad_atol(dtype, slope),
         )
 
     @pytest.mark.parametrize("clip", [0.25, 2.0])
@@ -284,7 +288,10 @@ class TestBadInputs:
             deterministic_binary(torch.zeros(3), slope=torch.tensor(2))
 
     def test_unknown_estimator(self):
-        message = r"unknown estimator 'ste'; expected one of 'identity', 'sigmoid', 'annealed', 'clipped'"
+        message = (
+            r"unknown estimator 'ste'; expected one of 'identity', 'sigmoid', 'annealed', "
+            r"'clipped'"
+        )
         with pytest.raises(ValueError, match=message):
             deterministic_binary(torch.zeros(3), estimator="ste")
         with pytest.raises(TypeError, match="string or an Estimator"):

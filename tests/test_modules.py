@@ -31,7 +31,8 @@ class TestCommon:
         assert repr(restored) == repr(layer)
 
     def test_bad_slope_in_state_dict(self, cls):
-        with pytest.raises(ValueError, match=r"slope in the state_dict must be a finite number > 0"):
+        message = r"slope in the state_dict must be a finite number > 0"
+        with pytest.raises(ValueError, match=message):
             cls().load_state_dict({"slope": torch.tensor(-1.0)})
 
     @pytest.mark.parametrize("slope", [0, -2.0, float("nan"), float("inf")])
