@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Optional
 
 import torch
 from torch import nn
 
+from ._validation import positive_finite
 from .modules import BinaryNeuron
 
 __all__ = ["SlopeAnnealer"]
@@ -57,8 +57,8 @@ class SlopeAnnealer:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self.factor = _positive_finite("factor", factor)
-        self.max_slope = None if max_slope is None else _positive_finite("max_slope", max_slope)
+        self.factor = positive_finite("factor", factor)
+        self.max_slope = None if max_slope is None else positive_finite("max_slope", max_slope)
         self.layers = [
             module
             for module in model.modules()
@@ -94,9 +94,9 @@ class SlopeAnnealer:
         missing = {"factor", "max_slope", "num_steps"} - set(state_dict)
         if missing:
             raise KeyError(f"SlopeAnnealer state_dict is missing {sorted(missing)}")
-        self.factor = _positive_finite("factor", state_dict["factor"])
+        self.factor = positive_finite("factor", state_dict["factor"])
         max_slope = state_dict["max_slope"]
-        self.max_slope = None if max_slope is None else _positive_finite("max_slope", max_slope)
+        self.max_slope = None if max_slope is None else positive_finite("max_slope", max_slope)
         self.num_steps = int(state_dict["num_steps"])
 
     def __repr__(self) -> str:
@@ -105,11 +105,3 @@ class SlopeAnnealer:
             f"layers={len(self.layers)}, num_steps={self.num_steps})"
         )
 
-
-def _positive_finite(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return value

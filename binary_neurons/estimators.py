@@ -23,11 +23,12 @@ PyTorch; it runs through :class:`torch.autograd.Function` instead of the fused k
 
 from __future__ import annotations
 
-import math
 from typing import Union
 
 import torch
 from torch import Tensor
+
+from ._validation import positive_finite
 
 __all__ = [
     "Estimator",
@@ -196,12 +197,7 @@ class ClippedStraightThrough(Estimator):
     kernel = "clipped"
 
     def __init__(self, clip_value: float = 1.0) -> None:
-        clip_value = float(clip_value)
-        if not (math.isfinite(clip_value) and clip_value > 0):
-            raise ValueError(
-                f"clip_value must be a finite number > 0, got {clip_value!r}"
-            )
-        self._clip_value = clip_value
+        self._clip_value = positive_finite("clip_value", clip_value)
 
     @property
     def clip_value(self) -> float:

@@ -7,13 +7,13 @@ pseudo-gradient (see :mod:`binary_neurons.estimators`).
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
 from . import _ops
+from ._validation import positive_finite
 from .estimators import Estimator, EstimatorLike, get_estimator
 
 __all__ = ["deterministic_binary", "stochastic_binary", "preactivation"]
@@ -38,12 +38,7 @@ def check_input(input: Tensor) -> None:
 
 def check_slope_value(slope: float) -> float:
     """Return ``slope`` as a float if it is a finite number > 0, else raise ``ValueError``."""
-    if isinstance(slope, bool) or not isinstance(slope, (int, float)):
-        raise TypeError(f"slope must be a number or a 0-dim tensor, got {type(slope).__name__}")
-    slope = float(slope)
-    if not (math.isfinite(slope) and slope > 0):
-        raise ValueError(f"slope must be a finite number > 0, got {slope!r}")
-    return slope
+    return positive_finite("slope", slope, accepted="a number or a 0-dim tensor")
 
 
 def _as_slope_tensor(slope: SlopeLike, input: Tensor) -> Tensor:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
 from . import functional as F
+from ._validation import positive_finite
 from .estimators import EstimatorLike, get_estimator
 
 __all__ = ["BinaryNeuron", "DeterministicBinary", "StochasticBinary"]
@@ -56,11 +56,7 @@ class BinaryNeuron(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         slope = state_dict.get(prefix + "slope")
         if isinstance(slope, Tensor) and slope.numel() == 1:
-            value = float(slope.item())
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(
-                    f"{prefix}slope in the state_dict must be a finite number > 0, got {value!r}"
-                )
+            positive_finite(f"{prefix}slope in the state_dict", slope.item())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
