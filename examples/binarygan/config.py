@@ -1,4 +1,4 @@
-"""BinaryGAN configurations: one dataclass, twelve paper presets and a short demo.
+"""BinaryGAN configurations: one dataclass, twelve paper presets, two BGAN presets and a demo.
 
 Preset names are ``{arch}-{objective}-{output}``:
 
@@ -6,6 +6,14 @@ Preset names are ``{arch}-{objective}-{output}``:
 - ``objective``: ``gan`` (non-saturating), ``wgan`` (weight clipping, RMSProp) or ``wgangp``;
 - ``output``: ``dbn`` (deterministic binary neurons), ``sbn`` (stochastic binary neurons) or
   ``real`` (a plain sigmoid whose probabilities D sees; binarized only when generating).
+
+``mlp-bgan`` and ``cnn-bgan`` are the discrete Boundary-Seeking GAN (SPEC section 3,
+:mod:`.bgan`) in the same trainer: objective ``bgan``, output ``logits`` (G outputs per-pixel
+logits; its binary samples are Bernoulli draws of ``sigmoid(logits)``), ``bgan_samples`` (M)
+samples per z, one D step then one G step, z ~ U[0, 1]^64, Adam lr 1e-4 betas (0.5, 0.999).
+Their networks are :mod:`.bgan`'s (``mlp``: BinaryGAN's MLP sizes with a logits head and
+BinaryGAN's MLP D; ``cnn``: the DCGAN-like pair), with train-mode BN in G's hidden layers only
+(``batchnorm="batch-hidden"``) and PyTorch's default initialization.
 
 ``demo`` is ``mlp-wgangp-sbn`` (the paper's main setting) for 20 epochs of the 5,000 offline
 digits, i.e. 1,560 generator steps, on one CPU thread: about 3.5 minutes on a shared 2-core
@@ -19,11 +27,13 @@ import itertools
 from dataclasses import dataclass
 from typing import Optional
 
-__all__ = ["Config", "PRESETS", "get_preset", "critic_steps", "ARCHS", "OBJECTIVES", "OUTPUTS"]
+__all__ = ["Config", "PRESETS", "get_preset", "critic_steps", "ARCHS", "OBJECTIVES", "OUTPUTS",
+           "PRIORS"]
 
 ARCHS = ("mlp", "cnn")
-OBJECTIVES = ("gan", "wgan", "wgangp")
+OBJECTIVES = ("gan", "wgan", "wgangp")  # the paper's; "bgan" (output "logits") is SPEC 3's
 OUTPUTS = ("dbn", "sbn", "real")
+PRIORS = ("normal", "uniform")
 
 
 @dataclass
@@ -31,9 +41,11 @@ class Config:
     # -- model ---------------------------------------------------------------------------------
     preset: str = "mlp-wgangp-sbn"
     arch: str = "mlp"  # mlp | cnn
-    objective: str = "wgangp"  # gan | wgan | wgangp
-    output: str = "sbn"  # dbn | sbn | real
+    objective: str = "wgangp"  # gan | wgan | wgangp | bgan
+    output: str = "sbn"  # dbn | sbn | real | logits (bgan only)
     latent_dim: int = 128
+    prior: str = "normal"  # z ~ N(0, I) (BinaryGAN) | U[0, 1) (BGAN)
+    bgan_samples: int = 20  # BGAN: M samples per z
     # "affine": the TF code's frozen BN, a learnable per-unit map gamma*x/sqrt(1+eps)+beta
     # (the default: it is what produced the paper's figures). "batch": real train-mode BN,
     # with which G's output layer barely learns (SPEC 2: ink density 0.46 after 2,000 steps).
@@ -80,19 +92,30 @@ class Config:
     def validate(self) -> None:
         choices = {
             "arch": ARCHS,
-            "objective": OBJECTIVES,
-            "output": OUTPUTS,
+            "objective": OBJECTIVES + ("bgan",),
+            "output": OUTPUTS + ("logits",),
             "batchnorm": ("affine", "batch", "batch-hidden"),
             "binarize": ("threshold", "sample"),
             "batches": ("reuse", "fresh"),
             "split": ("all", "train", "test"),
             "device": ("cpu", "cuda"),
+            "prior": PRIORS,
         }
         for name, valid in choices.items():
             value = getattr(self, name)
             if value not in valid:
                 raise ValueError(f"{name} must be one of {', '.join(valid)}; got {value!r}")
-        positive = ["latent_dim", "batch_size", "epochs", "n_critic", "n_critic_warmup",
+        if (self.objective == "bgan") != (self.output == "logits"):
+            raise ValueError(f"objective bgan goes with output logits and only with it; got "
+                             f"objective {self.objective!r}, output {self.output!r}")
+        if self.objective == "bgan" and (self.batchnorm != "batch-hidden" or self.d_batchnorm):
+            raise ValueError("the bgan networks (bgan.py) have train-mode BN in G's hidden "
+                             "layers only: batchnorm must be batch-hidden and d_batchnorm off")
+        if self.objective == "bgan" and (self.n_critic, self.n_critic_warmup) != (1, 1):
+            raise ValueError("bgan does one D step per G step: n_critic and n_critic_warmup "
+                             f"must be 1; got {self.n_critic} and {self.n_critic_warmup}")
+        positive = ["latent_dim", "bgan_samples", "batch_size", "epochs", "n_critic",
+                    "n_critic_warmup",
                     "boost_every", "log_every", "checkpoint_every", "num_samples_hist",
                     "hist_bins"]
         for name in positive:
@@ -115,7 +138,7 @@ class Config:
     @property
     def anneals(self) -> bool:
         """Whether the slope is really annealed (binary outputs without --constant-slope)."""
-        return self.output != "real" and self.constant_slope is None
+        return self.output in ("dbn", "sbn") and self.constant_slope is None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -136,7 +159,9 @@ class Config:
 def critic_steps(g_step: int, config: Config) -> int:
     """D updates before generator update number ``g_step`` (counted from 0), as in the TF code:
     ``n_critic_warmup`` for the first ``warmup_steps`` G steps and every ``boost_every``-th,
-    else ``n_critic``."""
+    else ``n_critic``. BGAN always does one D step (its :func:`~.bgan.bgan_step`)."""
+    if config.objective == "bgan":
+        return 1
     if g_step < config.warmup_steps or g_step % config.boost_every == 0:
         return config.n_critic_warmup
     return config.n_critic
@@ -154,6 +179,13 @@ PRESETS: dict[str, Config] = {
 # The demo: the paper's main setting, 20 epochs of the 5,000 offline digits (78 batches each),
 # on one CPU thread: these small matrices gain little from more, and a second thread on a
 # busy machine made D steps ~10x slower here (OpenMP threads waiting on each other).
+# Discrete BGAN (SPEC section 3) in the same trainer, data pipeline and outputs.
+for _arch in ARCHS:
+    PRESETS[f"{_arch}-bgan"] = Config(
+        preset=f"{_arch}-bgan", arch=_arch, objective="bgan", output="logits", latent_dim=64,
+        prior="uniform", betas=(0.5, 0.999), batchnorm="batch-hidden", n_critic=1,
+        n_critic_warmup=1, warmup_steps=0)
+del _arch
 PRESETS["demo"] = _paper_preset("mlp", "wgangp", "sbn").replace(preset="demo", threads=1)
 
 

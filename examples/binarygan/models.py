@@ -157,8 +157,16 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(layer.bias)
 
 
-def build_models(config: Config) -> tuple[Generator, Discriminator]:
-    """Build and initialize G and D on the CPU with the current default RNG."""
+def build_models(config: Config) -> tuple[nn.Module, nn.Module]:
+    """Build and initialize G and D on the CPU with the current default RNG.
+
+    The ``bgan`` objective builds :mod:`.bgan`'s networks (their initialization); every
+    generator offers ``preactivation(z)`` and ``probability(z)`` (p, N x 1 x 28 x 28).
+    """
+    if config.objective == "bgan":
+        from .bgan import build_bgan_models  # bgan.py imports this module
+
+        return build_bgan_models(config)
     generator, discriminator = Generator(config), Discriminator(config)
     init_weights(generator)
     init_weights(discriminator)

@@ -1,5 +1,10 @@
 """The BinaryGAN training loop: critic schedule, slope annealing, checkpoints, DDP.
 
+The same loop trains the discrete BGAN presets (``mlp-bgan``, ``cnn-bgan``): only the step
+differs (:func:`binarygan_step` or :func:`bgan_step`, one generator update each); data order,
+checkpoints, logs, figures and :func:`generate` are shared, so the two are compared on equal
+terms.
+
 One process, or several under ``torchrun`` (``torch.distributed``: gloo on CPU, NCCL on GPU).
 With several, G and D are wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`,
 every process draws its own ``--batch-size`` examples (a deterministic shard of one shared
@@ -31,12 +36,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 import binary_neurons as bn
 
+from . import bgan
 from . import data as data_module
 from . import losses, plots
 from .config import Config, critic_steps
-from .models import Generator, build_models, count_parameters
+from .models import build_models, count_parameters
 
-__all__ = ["train", "generate", "BatchStream", "load_checkpoint", "CHECKPOINT", "RunError"]
+__all__ = ["train", "generate", "BatchStream", "load_checkpoint", "read_run_config",
+           "sample_latent", "binarygan_step", "bgan_step", "CHECKPOINT", "RunError"]
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -176,17 +183,31 @@ def read_run_config(run_dir: Path) -> Config:
 # sampling and figures
 
 
-def binary_samples(generator: Generator, z: Tensor, config: Config,
+def sample_latent(config: Config, count: int, device: torch.device = torch.device("cpu"),
+                  generator: Optional[torch.Generator] = None) -> Tensor:
+    """``count`` latent vectors (count x latent_dim) from the config's prior: N(0, I)
+    (BinaryGAN) or U[0, 1) (BGAN). With ``generator`` (a CPU generator) the draw is made on
+    the CPU and moved, so fixed noise is the same on every device."""
+    shape = (count, config.latent_dim)
+    draw = torch.randn if config.prior == "normal" else torch.rand
+    if generator is not None:
+        return draw(shape, generator=generator).to(device)
+    return draw(shape, device=device)
+
+
+def binary_samples(generator: nn.Module, z: Tensor, config: Config,
                    noise: Optional[torch.Generator]) -> Tensor:
     """Binary samples (N x 1 x 28 x 28 of {0, 1}) in evaluation mode, from ``noise`` only.
 
     The real-valued model is binarized here, by ``config.binarize``: threshold p > 0.5 or a
-    Bernoulli sample.
+    Bernoulli sample; a BGAN generator's logits l give Bernoulli samples of sigmoid(l).
     """
     was_training = generator.training
     generator.eval()
     try:
         with torch.no_grad():
+            if config.output == "logits":
+                return bgan.sample_bernoulli(generator(z), 1, noise)[0]
             if config.output != "real":
                 return generator(z, noise)
             p = generator.probability(z)
@@ -197,7 +218,7 @@ def binary_samples(generator: Generator, z: Tensor, config: Config,
         generator.train(was_training)
 
 
-def probabilities(generator: Generator, z: Tensor) -> Tensor:
+def probabilities(generator: nn.Module, z: Tensor) -> Tensor:
     was_training = generator.training
     generator.eval()
     try:
@@ -207,7 +228,7 @@ def probabilities(generator: Generator, z: Tensor) -> Tensor:
         generator.train(was_training)
 
 
-def write_figures(out: Path, step: int, generator: Generator, fixed_z: Tensor, hist_z: Tensor,
+def write_figures(out: Path, step: int, generator: nn.Module, fixed_z: Tensor, hist_z: Tensor,
                   config: Config, records: list[dict]) -> None:
     noise = torch.Generator(fixed_z.device).manual_seed(config.seed)  # same u in every grid
     samples = binary_samples(generator, fixed_z, config, noise).cpu().numpy()
@@ -262,6 +283,73 @@ def _truncate_log(path: Path, last_step: int) -> list[dict]:
     return records
 
 
+def binarygan_step(step: int, config: Config, stream: BatchStream, g_model: nn.Module,
+                   d_model: nn.Module, discriminator: nn.Module,
+                   g_optimizer: torch.optim.Optimizer, d_optimizer: torch.optim.Optimizer,
+                   device: torch.device) -> dict[str, float]:
+    """One BinaryGAN generator update and the critic steps before it (SPEC section 2).
+
+    ``g_model`` and ``d_model`` may be DDP wrappers; ``discriminator`` is D itself, called
+    with its parameters frozen in the generator update. Returns the last D loss (without the
+    penalty), the G loss and, for WGAN-GP, the last gradient penalty.
+    """
+    n_critic = critic_steps(step, config)
+    if config.batches == "reuse":  # the TF code: one x and one z for the whole step
+        real = stream.next()  # B x 1 x 28 x 28
+        z = sample_latent(config, config.batch_size, device)  # B x 128
+
+    # ---- update D: n_critic steps -----------------------------------------------------------
+    for _ in range(n_critic):
+        if config.batches == "fresh":
+            real = stream.next()
+            z = sample_latent(config, config.batch_size, device)
+        with torch.no_grad():
+            fake = g_model(z)  # B x 1 x 28 x 28, binary (or p for the real model)
+        d_loss = losses.discriminator_loss(config.objective, d_model(real), d_model(fake))
+        loss = d_loss
+        if config.objective == "wgangp":
+            gp = losses.gradient_penalty(d_model, losses.interpolate(real, fake))
+            loss = d_loss + config.gp_weight * gp
+        d_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        d_optimizer.step()
+        if config.objective == "wgan":
+            with torch.no_grad():
+                for parameter in discriminator.parameters():
+                    parameter.clamp_(-config.clip_value, config.clip_value)
+
+    # ---- update G ---------------------------------------------------------------------------
+    if config.batches == "fresh":
+        z = sample_latent(config, config.batch_size, device)
+    discriminator.requires_grad_(False)  # D is fixed here: no gradients to its weights
+    g_loss = losses.generator_loss(config.objective, discriminator(g_model(z)))
+    g_optimizer.zero_grad(set_to_none=True)
+    g_loss.backward()
+    g_optimizer.step()
+    discriminator.requires_grad_(True)
+
+    stats = {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
+    if config.objective == "wgangp":
+        stats["gp"] = gp.item()
+    return stats
+
+
+def bgan_step(step: int, config: Config, stream: BatchStream, g_model: nn.Module,
+              d_model: nn.Module, discriminator: nn.Module,
+              g_optimizer: torch.optim.Optimizer, d_optimizer: torch.optim.Optimizer,
+              device: torch.device) -> dict[str, float]:
+    """One discrete-BGAN iteration (SPEC section 3): :func:`.bgan.bgan_step` on the next batch
+    and a fresh z, with ``config.bgan_samples`` samples per z drawn from the default RNG (so
+    checkpoints capture it). Same signature as :func:`binarygan_step`."""
+    real = stream.next()  # B x 1 x 28 x 28
+    z = sample_latent(config, config.batch_size, device)  # B x 64, U[0, 1)
+    result = bgan.bgan_step(g_model, d_model, g_optimizer, d_optimizer, real, z,
+                            m=config.bgan_samples)
+    return {"d_loss": result["loss_d"], "g_loss": result["loss_g"], "d_real": result["d_real"],
+            "d_fake": result["d_fake"], "ink_density": result["ink_density"],
+            "effective_samples": result["effective_samples"]}
+
+
 def train(config: Config, out: Optional[Path] = None, resume: bool = False,
           dry_run: bool = False, progress: bool = True) -> dict:
     """Train BinaryGAN as ``config`` says; returns a summary (steps, time, final losses).
@@ -271,8 +359,9 @@ def train(config: Config, out: Optional[Path] = None, resume: bool = False,
     checkpoint (or starts it, if there is none yet).
     """
     if dry_run:
-        config = config.replace(batch_size=8, epochs=1, max_steps=2, n_critic=2,
-                                n_critic_warmup=2, warmup_steps=0)
+        config = config.replace(batch_size=8, epochs=1, max_steps=2)
+        if config.objective != "bgan":  # BGAN always does one D step
+            config = config.replace(n_critic=2, n_critic_warmup=2, warmup_steps=0)
         out = None
     joined = not dist.is_initialized()
     process = setup_process(config)
@@ -316,8 +405,8 @@ def _train(config: Config, process: Process, out: Optional[Path], resume: bool, 
                 if config.anneals else None)
     # Fixed noise for the figures, from its own generator: the training RNG never sees it.
     fixed = torch.Generator().manual_seed(config.seed + 12345)
-    fixed_z = torch.randn(NUM_GRID, config.latent_dim, generator=fixed).to(device)
-    hist_z = torch.randn(config.num_samples_hist, config.latent_dim, generator=fixed).to(device)
+    fixed_z = sample_latent(config, NUM_GRID, device, fixed)
+    hist_z = sample_latent(config, config.num_samples_hist, device, fixed)
     # Every process gets its own training noise (z, SBN samples, e of the penalty).
     torch.manual_seed(config.seed + 1 + process.rank)
     if device.type == "cuda":
@@ -382,7 +471,7 @@ def _train(config: Config, process: Process, out: Optional[Path], resume: bool, 
                     + (f", {process.world} processes" if process.world > 1 else ""))
 
     def slope() -> Optional[float]:
-        return float(generator.output.slope) if config.output != "real" else None
+        return float(generator.output.slope) if config.output in ("dbn", "sbn") else None
 
     def checkpoint(step: int) -> None:
         rng = _gather(process, _rng_state(process))
@@ -407,68 +496,34 @@ def _train(config: Config, process: Process, out: Optional[Path], resume: bool, 
     generator.train()
     discriminator.train()
     log_file = open(out / LOG, "a") if out is not None and process.is_main else None
-    window: dict[str, list[float]] = {"d_loss": [], "g_loss": [], "gp": []}
+    window: dict[str, list[float]] = {}
     started, window_start = time.perf_counter(), time.perf_counter()
-    d_loss = g_loss = gp = torch.zeros(())
+    stats = {"d_loss": float("nan"), "g_loss": float("nan")}
+    one_step = bgan_step if config.objective == "bgan" else binarygan_step
     try:
         for step in range(start_step, total_steps):
             if annealer is not None and step > 0 and step % steps_per_epoch == 0:
                 # Each new epoch trains at a steeper slope (epoch e at factor**e). Stepping here,
                 # not after an epoch, leaves a finished run at the slope it last trained with.
                 annealer.step()
-            n_critic = critic_steps(step, config)
-            if config.batches == "reuse":  # the TF code: one x and one z for the whole step
-                real = stream.next()  # B x 1 x 28 x 28
-                z = torch.randn(config.batch_size, config.latent_dim, device=device)  # B x 128
-
-            # ---- update D: n_critic steps ---------------------------------------------------
-            for _ in range(n_critic):
-                if config.batches == "fresh":
-                    real = stream.next()
-                    z = torch.randn(config.batch_size, config.latent_dim, device=device)
-                with torch.no_grad():
-                    fake = g_model(z)  # B x 1 x 28 x 28, binary (or p for the real model)
-                d_loss = losses.discriminator_loss(config.objective, d_model(real),
-                                                   d_model(fake))
-                loss = d_loss
-                if config.objective == "wgangp":
-                    gp = losses.gradient_penalty(d_model, losses.interpolate(real, fake))
-                    loss = d_loss + config.gp_weight * gp
-                d_optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                d_optimizer.step()
-                if config.objective == "wgan":
-                    with torch.no_grad():
-                        for parameter in discriminator.parameters():
-                            parameter.clamp_(-config.clip_value, config.clip_value)
-
-            # ---- update G -------------------------------------------------------------------
-            if config.batches == "fresh":
-                z = torch.randn(config.batch_size, config.latent_dim, device=device)
-            discriminator.requires_grad_(False)  # D is fixed here: no gradients to its weights
-            g_loss = losses.generator_loss(config.objective, discriminator(g_model(z)))
-            g_optimizer.zero_grad(set_to_none=True)
-            g_loss.backward()
-            g_optimizer.step()
-            discriminator.requires_grad_(True)
+            stats = one_step(step, config, stream, g_model, d_model, discriminator,
+                             g_optimizer, d_optimizer, device)
 
             done = step + 1
 
             # ---- log, figures, checkpoint (rank 0 writes) ------------------------------------
-            window["d_loss"].append(d_loss.item())
-            window["g_loss"].append(g_loss.item())
-            if config.objective == "wgangp":
-                window["gp"].append(gp.item())
+            for key, value in stats.items():
+                window.setdefault(key, []).append(value)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(d=f"{window['d_loss'][-1]:.3f}", g=f"{window['g_loss'][-1]:.3f}",
+                bar.set_postfix(d=f"{stats['d_loss']:.3f}", g=f"{stats['g_loss']:.3f}",
                                 slope=f"{slope():.3g}" if slope() else "-", refresh=False)
             if done % config.log_every == 0 or done == total_steps:
                 now = time.perf_counter()
                 record = {
                     "step": done, "epoch": done / steps_per_epoch,
                     **{k: float(np.mean(v)) for k, v in window.items() if v},
-                    "slope": slope(), "d_steps": n_critic,
+                    "slope": slope(), "d_steps": critic_steps(step, config),
                     "sec_per_step": (now - window_start) / len(window["g_loss"]),
                     "elapsed": now - started,
                 }
@@ -478,7 +533,7 @@ def _train(config: Config, process: Process, out: Optional[Path], resume: bool, 
                     records.append(record)
                 if dry_run:
                     _print(process, "dry run: " + json.dumps(record))
-                window = {key: [] for key in window}
+                window = {}
                 window_start = now
             figure_due = (done % config.sample_every == 0 if config.sample_every
                           else done % steps_per_epoch == 0)
@@ -500,7 +555,7 @@ def _train(config: Config, process: Process, out: Optional[Path], resume: bool, 
             raise RunError("G's weights differ across processes")
     summary = {"preset": config.preset, "steps": total_steps, "steps_this_run": run_steps,
                "seconds": elapsed, "g_params": g_params, "d_params": d_params,
-               "d_loss": d_loss.item(), "g_loss": g_loss.item(), "slope": slope(),
+               "d_loss": stats["d_loss"], "g_loss": stats["g_loss"], "slope": slope(),
                "out": str(out) if out is not None else None}
     if out is not None:
         rate = run_steps / elapsed if elapsed > 0 else float("nan")
@@ -516,11 +571,15 @@ def _train(config: Config, process: Process, out: Optional[Path], resume: bool, 
 
 
 def generate(run_dir: Path, num: int, seed: int = 0, device: str = "cpu",
-             binarize: Optional[str] = None, batch_size: int = 1000) -> np.ndarray:
+             binarize: Optional[str] = None, batch_size: int = 1000,
+             with_probabilities: bool = False):
     """``num`` binary samples, uint8 ``(num, 28, 28)`` of 0/1, from the run's checkpoint.
 
     ``binarize`` (``"threshold"`` or ``"sample"``) overrides the run's setting for the
-    real-valued model; binary-neuron models sample their own outputs.
+    real-valued model; binary-neuron models sample their own outputs, and BGAN models draw
+    Bernoulli samples of sigmoid(logits). With ``with_probabilities=True``, also returns the
+    preactivated outputs p (float32 ``(num, 28, 28)``) of the same z: the pair
+    ``(samples, p)``.
     """
     run_dir = Path(run_dir)
     config = read_run_config(run_dir).replace(device=device)
@@ -533,11 +592,17 @@ def generate(run_dir: Path, num: int, seed: int = 0, device: str = "cpu",
     generator.to(torch_device)
     latent = torch.Generator().manual_seed(seed)
     noise = torch.Generator(torch_device).manual_seed(seed + 1)
-    chunks = []
+    chunks, p_chunks = [], []
     for start in range(0, num, batch_size):
         count = min(batch_size, num - start)
-        z = torch.randn(count, config.latent_dim, generator=latent).to(torch_device)
+        z = sample_latent(config, count, torch_device, latent)
         chunks.append(binary_samples(generator, z, config, noise).squeeze(1).cpu())
+        if with_probabilities:
+            p_chunks.append(probabilities(generator, z).squeeze(1).cpu())
     if not chunks:
-        return np.zeros((0, 28, 28), np.uint8)
-    return torch.cat(chunks).to(torch.uint8).numpy()
+        samples = np.zeros((0, 28, 28), np.uint8)
+        p = np.zeros((0, 28, 28), np.float32)
+    else:
+        samples = torch.cat(chunks).to(torch.uint8).numpy()
+        p = torch.cat(p_chunks).numpy() if with_probabilities else None
+    return (samples, p) if with_probabilities else samples
