@@ -56,15 +56,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import PRESETS, Config, get_preset
+from .config import PRESETS, RESUMABLE, Config, get_preset
 from .data import DataError
 from .train import RunError, generate, load_checkpoint, read_run_config, train
 
 DEFAULT_RUNS = Path(__file__).resolve().parent / "runs"
 
-# Flags a resumed run may change; every other setting comes from the run's config.json.
-RESUMABLE = {"max_steps", "epochs", "device", "threads", "log_every", "sample_every",
-             "checkpoint_every", "data_dir"}
 
 
 def _positive_int(text: str) -> int:

@@ -28,7 +28,11 @@ from dataclasses import dataclass
 from typing import Optional
 
 __all__ = ["Config", "PRESETS", "get_preset", "critic_steps", "ARCHS", "OBJECTIVES", "OUTPUTS",
-           "PRIORS"]
+           "PRIORS", "RESUMABLE"]
+
+# Settings a resumed run may change; every other setting must match the run's checkpoint.
+RESUMABLE = frozenset({"max_steps", "epochs", "device", "threads", "log_every", "sample_every",
+                       "checkpoint_every", "data_dir"})
 
 ARCHS = ("mlp", "cnn")
 OBJECTIVES = ("gan", "wgan", "wgangp")  # the paper's; "bgan" (output "logits") is SPEC 3's

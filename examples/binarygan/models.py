@@ -111,10 +111,8 @@ class Generator(nn.Module):
         return self.output.probability(self.preactivation(z))
 
     def forward(self, z: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
-        a = self.preactivation(z)
-        if isinstance(self.output, bn.StochasticBinary):
-            return self.output(a, generator)
-        return self.output(a)
+        # Every output unit takes the generator; only the stochastic neuron draws from it.
+        return self.output(self.preactivation(z), generator)
 
 
 class Discriminator(nn.Module):

@@ -23,6 +23,7 @@ import gc
 import json
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ import binary_neurons as bn
 from . import bgan
 from . import data as data_module
 from . import losses, plots
-from .config import Config, critic_steps
+from .config import RESUMABLE, Config, critic_steps
 from .models import build_models, count_parameters
 
 __all__ = ["train", "generate", "BatchStream", "load_checkpoint", "read_run_config",
@@ -421,10 +422,8 @@ def _train(config: Config, process: Process, out: Optional[Path], resume: bool, 
         if resume and checkpoint_path.is_file():
             ckpt = load_checkpoint(out)  # on the CPU: RNG states must stay CPU tensors
             saved = Config.from_dict(ckpt["config"])
-            ignored = {"max_steps", "epochs", "device", "threads", "log_every",
-                       "sample_every", "checkpoint_every", "data_dir"}
             changed = [k for k, v in config.to_dict().items()
-                       if k not in ignored and saved.to_dict()[k] != v]
+                       if k not in RESUMABLE and saved.to_dict()[k] != v]
             if changed:
                 raise RunError(f"cannot resume {out} with changed settings: {', '.join(changed)}")
             if ckpt["world_size"] != process.world:
@@ -491,8 +490,10 @@ def _train(config: Config, process: Process, out: Optional[Path], resume: bool, 
     if progress and process.is_main and not dry_run:
         from tqdm import tqdm
 
+        # Redrawn often on a terminal; into a log file (CI), a line every 30 s is enough.
         bar = tqdm(total=total_steps, initial=start_step, desc=f"{config.preset} (G updates)",
-                   unit="step", dynamic_ncols=True)
+                   unit="step", dynamic_ncols=True,
+                   mininterval=0.1 if sys.stderr.isatty() else 30.0)
     generator.train()
     discriminator.train()
     log_file = open(out / LOG, "a") if out is not None and process.is_main else None
