@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+
+# The real MNIST test set: CI clones the repository with shared/ beside it.
+MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 FLOAT_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
@@ -37,3 +42,13 @@ def device(request) -> str:
 @pytest.fixture(params=FLOAT_DTYPES, ids=lambda d: str(d).replace("torch.", ""))
 def dtype(request) -> torch.dtype:
     return request.param
+
+
+@pytest.fixture
+def one_thread():
+    """Run on one CPU thread: the example's small models gain nothing from more, and on a busy
+    2-core machine OpenMP threads waiting on each other slow them down about tenfold."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

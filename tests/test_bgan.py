@@ -10,12 +10,7 @@ import torch
 from examples.binarygan import bgan
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def log_sigmoid(x: float) -> float:

@@ -25,8 +25,8 @@ from examples.binarygan.__main__ import main  # noqa: E402
 from examples.binarygan.config import PRESETS, Config, critic_steps, get_preset  # noqa: E402
 from examples.binarygan.models import AffineNorm, build_models, count_parameters  # noqa: E402
 from examples.binarygan.train import CHECKPOINT, generate, load_checkpoint, train  # noqa: E402
+from tests.conftest import MNIST_DIR  # noqa: E402
 
-MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 needs_mnist = pytest.mark.skipif(
     not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
     reason=f"the MNIST test set is not at {MNIST_DIR} (the repository's sibling shared/data)",
@@ -34,14 +34,7 @@ needs_mnist = pytest.mark.skipif(
 ENV = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One CPU thread: these small models gain nothing from more, and on a busy machine
-    OpenMP threads waiting on each other slow them down ~10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:

@@ -21,12 +21,7 @@ from examples.binarygan.train import train  # noqa: E402
 from tests.test_binarygan import synthetic_digits, write_idx  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -20,18 +20,12 @@ from hypothesis import strategies as st
 
 from examples.binarygan import data
 from examples.binarygan import metrics as M
+from tests.conftest import MNIST_DIR
 
-MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 N_TRAIN, N_REF = 8000, 1000  # classifier training digits; held-out reference digits
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Train on one thread: small convolutions gain nothing from two, and CI's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_binary(n: int, density: float = 0.2, seed: int = 0) -> np.ndarray:
