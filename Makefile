@@ -16,7 +16,7 @@ DEMO_OUT ?= runs/demo
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml $(wildcard setup.py) $(wildcard binary_neurons/csrc/*.cpp binary_neurons/csrc/*/*.cu)
+$(STAMP): pyproject.toml $(wildcard setup.py) $(wildcard binary_neurons/csrc/*.cpp binary_neurons/csrc/*.h binary_neurons/csrc/*/*.cu)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade "pip>=23" setuptools wheel ninja
 	$(BIN)/python -m pip install "$(TORCH_SPEC)"
