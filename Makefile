@@ -1,6 +1,6 @@
 # The project's entry points. Each target creates .venv/ and installs what it needs on first use.
 #   make demo   train BinaryGAN on the offline default data (the main job)
-#   make test   the test suite on the native and the pure-PyTorch backend
+#   make test   the test suite on the native and the pure-PyTorch backend (native must load)
 #   make docs   the Sphinx documentation (warnings are errors), with its doctests
 #   make bench  the threshold-and-sample kernel benchmark
 
@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The torch the package is built against; 2.13.0 is the CPU wheel of the reference machines.
+# The torch of the development environment; 2.13.0 is the CPU wheel these machines hold.
 TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT ?= runs/demo
 
@@ -16,13 +16,15 @@ DEMO_OUT ?= runs/demo
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml $(wildcard setup.py) $(wildcard binary_neurons/csrc/*.cpp binary_neurons/csrc/*.h binary_neurons/csrc/*/*.cu)
+# A plain `pip install`, as users run it: the package is pure Python, and its native kernels are
+# compiled for the installed torch on first import (here, ahead of it, by `binary_neurons build`,
+# which prints where they went and how long they took; an edited kernel recompiles on import).
+$(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade "pip>=23" setuptools wheel ninja
+	$(BIN)/python -m pip install --upgrade "pip>=23"
 	$(BIN)/python -m pip install "$(TORCH_SPEC)"
-	# Build against the torch installed above (an isolated build would fetch its own).
-	$(BIN)/python -m pip install --no-build-isolation -e ".[dev,docs,examples]"
-	$(BIN)/python -c "import binary_neurons; print(binary_neurons.backend_info())"
+	$(BIN)/python -m pip install -e ".[dev,docs,examples]"
+	$(BIN)/python -m binary_neurons build
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -33,8 +35,10 @@ test: test-native test-python
 test-native: $(STAMP)
 	BINARY_NEURONS_BACKEND=native $(BIN)/python -m pytest -q --doctest-modules binary_neurons tests
 
+# The install tests choose their own backend in the processes they start: once is enough.
 test-python: $(STAMP)
-	BINARY_NEURONS_BACKEND=python $(BIN)/python -m pytest -q --doctest-modules binary_neurons tests
+	BINARY_NEURONS_BACKEND=python $(BIN)/python -m pytest -q --doctest-modules binary_neurons tests \
+		-m "not install"
 
 docs: $(STAMP)
 	rm -rf docs/_build docs/generated
@@ -45,4 +49,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_threshold_sample.py
 
 clean:
-	rm -rf $(VENV) build docs/_build docs/generated binary_neurons/_C*.so *.egg-info
+	rm -rf $(VENV) build dist docs/_build docs/generated binary_neurons/_kernels *.egg-info

@@ -1,102 +1,85 @@
-"""Build script: the package, plus the compiled extension ``binary_neurons._C`` when possible.
+"""Build script.
 
-Environment variables:
+By default the wheel is pure Python: it ships the kernels' C++/CUDA sources, and the package
+compiles them on first import for the torch installed then (``binary_neurons/_build.py``).
+So ``pip install`` needs no torch, no compiler and no build isolation tricks.
 
-* ``BINARY_NEURONS_BUILD_EXT=0``: install pure Python (the op then runs its PyTorch kernels).
-* ``FORCE_CUDA=1``: build the CUDA kernels even if no GPU is visible (needs nvcc).
-* ``BINARY_NEURONS_NATIVE_ARCH=1``: compile for this machine's CPU (``-march=native``); the
-  result is not portable. By default the CPU kernels are compiled for the baseline ISA plus
-  AVX2 and AVX-512 versions chosen at run time.
-* ``MAX_JOBS``: parallel compile jobs (torch's build helper reads it).
-
-A failed build (no compiler, say) is reported as a warning and the install goes on, pure Python.
+Ahead-of-time build, for images and clusters whose compute nodes have no compiler:
+``BINARY_NEURONS_BUILD_EXT=1 pip install --no-build-isolation .`` compiles the kernels at
+install time, against the torch installed in the environment, into
+``binary_neurons/_kernels/`` (``FORCE_CUDA=1`` adds the CUDA kernels for the visible GPUs and
+``TORCH_CUDA_ARCH_LIST``). Such a build records the torch it was made for; under any other torch
+it is ignored and the package compiles its own on first import.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import sys
-import warnings
+import tempfile
 from pathlib import Path
 
-from setuptools import setup
-
-CSRC = Path("binary_neurons") / "csrc"
-
-
-def _flag(name: str, default: str = "0") -> bool:
-    return os.environ.get(name, default).strip().lower() not in ("0", "false", "no", "off", "")
+from setuptools import Distribution, setup
+from setuptools.command.build_py import build_py
 
 
-def _extensions_and_commands():
-    if not _flag("BINARY_NEURONS_BUILD_EXT", "1"):
-        return [], {}
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+AHEAD_OF_TIME = _flag("BINARY_NEURONS_BUILD_EXT")
+
+
+def _builder():
+    """binary_neurons/_build.py, loaded by path: importing the package would load kernels."""
     try:
-        import torch
-        from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
-    except Exception as error:  # noqa: BLE001 - no torch at build time: install pure Python
-        warnings.warn(f"binary_neurons: not building the extension ({error})", stacklevel=1)
-        return [], {}
-
-    # -fno-trapping-math lets gcc vectorize the compares and clamps of the kernels; -fopenmp
-    # makes at::parallel_for use torch's OpenMP thread pool (libgomp is the one torch loaded).
-    cxx_flags = ["-O3", "-fno-trapping-math", "-fopenmp", "-g0"]
-    if _flag("BINARY_NEURONS_NATIVE_ARCH"):
-        cxx_flags.append("-march=native")
-    sources = [str(CSRC / "threshold_sample.cpp")]
-    depends = [str(CSRC / "philox_uniform.h"), str(CSRC / "op_arguments.h")]
-    def cpu_extension():
-        return CppExtension(
-            "binary_neurons._C",
-            sources,
-            depends=depends,
-            extra_compile_args={"cxx": cxx_flags},
-            extra_link_args=["-fopenmp"],
+        import torch  # noqa: F401
+    except ImportError:
+        sys.exit(
+            "BINARY_NEURONS_BUILD_EXT=1 compiles against the installed torch, but torch cannot "
+            "be imported here: install torch first and pass --no-build-isolation to pip"
         )
+    path = Path(__file__).resolve().parent / "binary_neurons" / "_build.py"
+    spec = importlib.util.spec_from_file_location("_binary_neurons_build", path)
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    extension = cpu_extension()
-    if _flag("FORCE_CUDA") or torch.cuda.is_available():
+
+class BuildPyWithKernels(build_py):
+    """build_py, then (when asked) the kernels compiled into the package's _kernels/."""
+
+    def run(self):
+        super().run()
+        if not AHEAD_OF_TIME:
+            return
+        builder = _builder()
+        torch = builder.torch
+        # An editable install runs from the source tree; a wheel is made from build_lib.
+        tree = Path() if self.editable_mode else Path(self.build_lib)
+        target = tree / "binary_neurons" / "_kernels"
         try:
-            extension = CUDAExtension(
-                "binary_neurons._C",
-                sources + [str(CSRC / "cuda" / "threshold_sample.cu")],
-                depends=depends,
-                extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--expt-relaxed-constexpr"]},
-                extra_link_args=["-fopenmp"],
-            )
-        except Exception as error:  # noqa: BLE001 - no CUDA toolkit: build the CPU kernels
-            warnings.warn(
-                f"binary_neurons: not building the CUDA kernels ({error})", stacklevel=1
-            )
-
-    class OptionalBuildExtension(BuildExtension):
-        """Builds the extension if it can; otherwise warns and leaves a pure-Python install."""
-
-        def run(self):
-            try:
-                super().run()
-                return
-            except Exception as error:  # noqa: BLE001 - compiler missing or failing
-                self._warn(error)
-            if any(source.endswith(".cu") for source in self.extensions[0].sources):
-                # Keep the CPU kernels when only the CUDA part fails to build.
-                self.extensions = [cpu_extension()]
-                try:
-                    super().run()
-                except Exception as error:  # noqa: BLE001
-                    self._warn(error)
-
-        @staticmethod
-        def _warn(error):
-            message = (
-                "binary_neurons: building the native extension failed "
-                f"({type(error).__name__}: {error}); installing the pure-PyTorch implementation"
-            )
-            warnings.warn(message, stacklevel=1)
-            print(f"WARNING: {message}", file=sys.stderr)
-
-    return [extension], {"build_ext": OptionalBuildExtension.with_options(use_ninja=True)}
+            archs = ()
+            if _flag("FORCE_CUDA") or torch.cuda.is_available():
+                gpus = builder.device_capabilities() if torch.cuda.is_available() else ()
+                archs = builder.cuda_archs_for(gpus)
+            with tempfile.TemporaryDirectory() as scratch:
+                made, record = builder.compile_into(Path(scratch), archs, announce=print)
+                shutil.rmtree(target / made.name, ignore_errors=True)
+                shutil.copytree(made, target / made.name)
+        except builder.BuildError as error:
+            sys.exit(f"binary_neurons: BINARY_NEURONS_BUILD_EXT=1, but {error}")
+        print(f"binary_neurons: compiled the {builder.kinds(archs)} kernels in "
+              f"{record['seconds']:.1f} s into {target / made.name}")
 
 
-ext_modules, cmdclass = _extensions_and_commands()
-setup(ext_modules=ext_modules, cmdclass=cmdclass)
+class KernelDistribution(Distribution):
+    """A wheel holding compiled kernels is tagged for this platform and Python."""
+
+    def has_ext_modules(self):
+        return AHEAD_OF_TIME
+
+
+setup(cmdclass={"build_py": BuildPyWithKernels}, distclass=KernelDistribution)

@@ -28,9 +28,16 @@ for path in include_paths():
 ')
 include_flags=(-I"$work/stub")
 for path in "${includes[@]}"; do include_flags+=(-I"$path"); done
+# The flags of the real build: torch's nvcc flags and the package's (binary_neurons/_build.py).
+mapfile -t build_flags < <(cd "$root" && BINARY_NEURONS_BACKEND=python "$python" -c '
+from torch.utils.cpp_extension import COMMON_NVCC_FLAGS
+from binary_neurons._build import NVCC_FLAGS
+for flag in dict.fromkeys(COMMON_NVCC_FLAGS + NVCC_FLAGS):
+    print(flag)
+' 2>/dev/null)
 
 start=$(date +%s)
-"$nvcc" -c -std=c++17 --expt-relaxed-constexpr -arch=sm_90 -O3 \
+"$nvcc" -c -std=c++17 -arch=sm_90 "${build_flags[@]}" \
   -diag-suppress 3306 -Xcompiler -Wno-c++20-extensions \
   "${include_flags[@]}" "$source_file" -o "$work/threshold_sample.o"
 seconds=$(( $(date +%s) - start ))

@@ -7,7 +7,7 @@ estimator's pseudo-gradient from the saved input. The op is a pure function of i
 callers draw ``seed`` from a torch generator, so the op itself has no hidden state, which keeps
 it correct under ``torch.compile``, AOT autograd and :func:`torch.library.opcheck`.
 
-When the compiled extension is loaded it defines the schema and registers its CPU (and CUDA)
+When the native library is loaded it defines the schema and registers its CPU (and CUDA)
 kernels; otherwise the schema is defined here. Either way the pure-PyTorch kernels are
 registered as ``CompositeExplicitAutograd``, so they serve every device without a native kernel,
 and the fake kernels and the autograd formula below are shared by both paths.
@@ -34,7 +34,7 @@ SCHEMAS = {
     ),
 }
 
-if _backend.NATIVE is None:
+if _backend.LIBRARY is None:
     _definitions = torch.library.Library("binary_neurons", "DEF")
     for _schema in SCHEMAS.values():
         _definitions.define(_schema)

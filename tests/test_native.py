@@ -1,4 +1,4 @@
-"""Tests of the compiled kernels (``binary_neurons._C``).
+"""Tests of the native kernels (the library compiled from ``binary_neurons/csrc``).
 
 Skipped when the pure-PyTorch backend is in use. The sampler's uniforms are checked against a
 bit-exact NumPy implementation of Philox4x32-10 (below), which is itself checked against ATen's

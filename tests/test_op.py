@@ -68,7 +68,7 @@ def test_backend_info():
     info = bn.backend_info()
     assert info.name in ("native", "python")
     assert set(info.devices) == {"cpu", "cuda"}
-    assert info.reason
+    assert set(info.reasons) == {"cpu", "cuda"} and all(info.reasons.values())
     assert str(info).startswith(f"binary_neurons backend: {info.name}")
     if info.name == "python":
         assert info.devices == {"cpu": "python", "cuda": "python"}

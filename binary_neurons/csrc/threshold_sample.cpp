@@ -14,8 +14,6 @@
 // AVX-512, AVX2 and the baseline ISA and the best one the CPU supports is picked at run time
 // (BINARY_NEURONS_CPU_CAPABILITY=avx2|default lowers it), so the wheel stays portable.
 
-#include <Python.h>
-
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -38,21 +36,6 @@
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #include <immintrin.h>
 #endif
-
-// The module needs no Python functions: importing it loads the library, whose static
-// initializers register the op. This stub lets `import binary_neurons._C` do that.
-extern "C" {
-PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {
-      PyModuleDef_HEAD_INIT,
-      "_C",  // name
-      nullptr,  // documentation
-      -1,  // size of per-interpreter state
-      nullptr,  // methods
-  };
-  return PyModule_Create(&module_def);
-}
-}
 
 namespace binary_neurons {
 namespace {
@@ -244,6 +227,10 @@ C10_ALWAYS_INLINE void philox_blocks_portable(
 }
 
 #if BN_MULTI_ISA
+// gcc 12's _mm512_undefined_epi32 self-initializes, and every AVX-512 intrinsic built on it then
+// draws a false -Wmaybe-uninitialized (gcc bug 105593, fixed in gcc 13).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 // 8 blocks at a time, one per 64-bit lane: each 32-bit state word sits in the low half of its
 // lane, so _mm512_mul_epu32 gives the whole 64-bit product and the high halves may hold garbage
 // (the multiplies ignore them and the stores drop them). Two such groups run interleaved.
@@ -299,6 +286,7 @@ BN_TARGET_AVX512 void philox_blocks_avx512(
   }
   philox_blocks_portable(first_block + b, num_blocks - b, seed, words + 4 * b);
 }
+#pragma GCC diagnostic pop
 
 // The same scheme with 4 blocks per vector.
 BN_TARGET_AVX2 C10_ALWAYS_INLINE void philox_rounds_avx2(__m256i& c0, __m256i& c1, __m256i& c2,
