@@ -38,13 +38,15 @@ RECIPE = 1
 
 CPU_SOURCES = ("threshold_sample.cpp",)
 CUDA_SOURCES = ("cuda/threshold_sample.cu",)
-HEADERS = ("op_arguments.h", "philox_uniform.h")
+HEADERS = ("elementwise.h", "op_arguments.h")
 # -fno-trapping-math lets gcc vectorize the kernels' compares and clamps; -fopenmp makes
-# at::parallel_for use torch's OpenMP thread pool (Linux wheels of torch use libgomp).
+# at::parallel_for use torch's OpenMP thread pool (Linux wheels of torch use libgomp). No FMA
+# contraction on either device (-ffp-contract=off, -fmad=false), so that the CPU and CUDA kernels
+# round every operation of csrc/elementwise.h alike and give the same bits.
 _OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else []
-CXX_FLAGS = ["-O3", "-fno-trapping-math", "-g0", "-Wall", *_OPENMP]
+CXX_FLAGS = ["-O3", "-fno-trapping-math", "-ffp-contract=off", "-g0", "-Wall", *_OPENMP]
 LD_FLAGS = [*_OPENMP]
-NVCC_FLAGS = ["-O3", "--expt-relaxed-constexpr"]
+NVCC_FLAGS = ["-O3", "--expt-relaxed-constexpr", "-fmad=false"]
 
 Announce = Callable[[str], None]
 

@@ -94,7 +94,7 @@ def philox4x32_10(counters, seed: int) -> np.ndarray:
 
 
 def reference_uniforms(seed: int, indexes, float64: bool) -> np.ndarray:
-    """The uniform the kernels draw for each element index (see csrc/philox_uniform.h)."""
+    """The uniform the kernels draw for each element index (see csrc/elementwise.h)."""
     indexes = np.asarray(indexes, dtype=np.uint64)
     rows = np.arange(len(indexes))
     if float64:

@@ -5,12 +5,13 @@
 //           "clipped" -> g 1[|a| <= clip_value].
 //
 // The uniforms come from counter-based Philox4x32-10 (the algorithm of at::Philox4_32) keyed by
-// the 64-bit seed, with the element's position in memory as the counter (philox_uniform.h has
-// the mapping). So the samples depend only on the seed and the layout, never on the thread count
-// or how the work is split; the CUDA kernel (cuda/threshold_sample.cu) draws the same uniforms.
+// the 64-bit seed, with the element's position in memory as the counter. So the samples depend
+// only on the seed and the layout, never on the thread count or how the work is split. Every
+// per-element value comes from elementwise.h, which the CUDA kernels (cuda/threshold_sample.cu)
+// call too: both devices compute the same bits.
 //
 // The elementwise loops are written for gcc's auto-vectorizer (built with -O3
-// -fno-trapping-math), Philox for AVX2 and AVX-512 with intrinsics; each kernel is compiled for
+// -fno-trapping-math -ffp-contract=off), Philox for AVX2 and AVX-512 with intrinsics; each kernel is compiled for
 // AVX-512, AVX2 and the baseline ISA and the best one the CPU supports is picked at run time
 // (BINARY_NEURONS_CPU_CAPABILITY=avx2|default lowers it), so the wheel stays portable.
 
@@ -21,17 +22,15 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
-#include <c10/util/bit_cast.h>
 #include <torch/library.h>
 
 #include "op_arguments.h"
-#include "philox_uniform.h"
+#include "elementwise.h"
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
-#include <type_traits>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #include <immintrin.h>
@@ -85,144 +84,15 @@ Isa cpu_isa() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Element math, written so that gcc vectorizes the loops calling it.
-
-template <typename T>
-struct ExpConstants;
-
-template <>
-struct ExpConstants<float> {
-  using Bits = int32_t;
-  static constexpr float kLog2e = 1.44269504088896341f;
-  static constexpr float kLn2Hi = 0.693359375f;
-  static constexpr float kLn2Lo = -2.12194440e-4f;
-  // Adding 1.5 * 2^23 rounds to an integer, which then sits in the low mantissa bits.
-  static constexpr float kShifter = 12582912.0f;
-  static constexpr Bits kShifterBits = 0x4B400000;
-  static constexpr int kMantissaBits = 23;
-  static constexpr Bits kBias = 127;
-  // sigmoid saturates beyond this; exp(+-kMaxArg) and 2^n stay normal.
-  static constexpr float kMaxArg = 87.0f;
-};
-
-template <>
-struct ExpConstants<double> {
-  using Bits = int64_t;
-  static constexpr double kLog2e = 1.44269504088896340736;
-  static constexpr double kLn2Hi = 6.93147180369123816490e-01;
-  static constexpr double kLn2Lo = 1.90821492927058770002e-10;
-  static constexpr double kShifter = 6755399441055744.0;  // 1.5 * 2^52
-  static constexpr Bits kShifterBits = 0x4338000000000000LL;
-  static constexpr int kMantissaBits = 52;
-  static constexpr Bits kBias = 1023;
-  static constexpr double kMaxArg = 708.0;
-};
-
-// exp(x) for |x| <= kMaxArg (NaN in, NaN out): Cody-Waite reduction to |r| <= ln2/2, a Taylor
-// polynomial accurate to about one ulp, and the power of two assembled from the integer bits
-// (libm's exp is a call gcc cannot vectorize without -ffast-math).
-template <typename T>
-C10_ALWAYS_INLINE T exp_bounded(T x) {
-  using C = ExpConstants<T>;
-  using Bits = typename C::Bits;
-  const T shifted = x * C::kLog2e + C::kShifter;
-  const T n = shifted - C::kShifter;
-  const Bits n_int = c10::bit_cast<Bits>(shifted) - C::kShifterBits;
-  T r = x - n * C::kLn2Hi;
-  r = r - n * C::kLn2Lo;
-  T poly;
-  if constexpr (std::is_same_v<T, float>) {
-    poly = T(1.0 / 5040);
-    poly = poly * r + T(1.0 / 720);
-    poly = poly * r + T(1.0 / 120);
-    poly = poly * r + T(1.0 / 24);
-    poly = poly * r + T(1.0 / 6);
-    poly = poly * r + T(0.5);
-  } else {
-    poly = T(1.0 / 6227020800.0);  // 1/13!
-    poly = poly * r + T(1.0 / 479001600.0);
-    poly = poly * r + T(1.0 / 39916800.0);
-    poly = poly * r + T(1.0 / 3628800.0);
-    poly = poly * r + T(1.0 / 362880.0);
-    poly = poly * r + T(1.0 / 40320.0);
-    poly = poly * r + T(1.0 / 5040.0);
-    poly = poly * r + T(1.0 / 720.0);
-    poly = poly * r + T(1.0 / 120.0);
-    poly = poly * r + T(1.0 / 24.0);
-    poly = poly * r + T(1.0 / 6.0);
-    poly = poly * r + T(0.5);
-  }
-  poly = poly * r + T(1);
-  poly = poly * r + T(1);
-  const T scale = c10::bit_cast<T>(static_cast<Bits>((n_int + C::kBias) << C::kMantissaBits));
-  return poly * scale;
-}
-
-// Clamps to [-limit, limit]; written with compares so that NaN passes through.
-template <typename T>
-C10_ALWAYS_INLINE T clamp_keep_nan(T x, T limit) {
-  x = x < -limit ? -limit : x;
-  return x > limit ? limit : x;
-}
-
-// 1[u < sigmoid(x)], as u (1 + exp(-x)) < 1: the same test without a division.
-template <typename T>
-C10_ALWAYS_INLINE bool below_sigmoid(T u, T x) {
-  const T e = exp_bounded(clamp_keep_nan(-x, ExpConstants<T>::kMaxArg));
-  return u * (T(1) + e) < T(1);
-}
-
-// sigmoid(x) sigmoid(-x) = e / (1 + e)^2 with e = exp(-|x|): no cancellation, no overflow.
-template <typename T>
-C10_ALWAYS_INLINE T sigmoid_derivative(T x) {
-  const T ax = x < T(0) ? -x : x;
-  const bool saturated = ax > ExpConstants<T>::kMaxArg;  // the true value is below ~1e-38
-  const T e = exp_bounded(saturated ? -ExpConstants<T>::kMaxArg : -ax);
-  const T one_plus_e = T(1) + e;
-  const T derivative = e / (one_plus_e * one_plus_e);
-  return saturated ? T(0) : derivative;
-}
-
-// ---------------------------------------------------------------------------------------------
 // Philox4x32-10, many counters at a time (the loop over blocks vectorizes). Bit-identical to
 // at::Philox4_32(seed, /*subsequence=*/0, /*offset=*/block): counter = (block, 0), key = seed.
 
-constexpr uint32_t kPhiloxA = 0x9E3779B9;
-constexpr uint32_t kPhiloxB = 0xBB67AE85;
-constexpr uint32_t kPhiloxMulA = 0xD2511F53;
-constexpr uint32_t kPhiloxMulB = 0xCD9E8D57;
-
-// Portable version; gcc vectorizes it, but widens, multiplies and narrows every round, so the
-// AVX2 and AVX-512 versions below keep the state in 64-bit lanes by hand.
+// Portable version: one block at a time (gcc vectorizes the loop, but widens, multiplies and
+// narrows every round, so the AVX2 and AVX-512 versions below keep the state in 64-bit lanes).
 C10_ALWAYS_INLINE void philox_blocks_portable(
     uint64_t first_block, int64_t num_blocks, uint64_t seed, uint32_t* __restrict words) {
-  const uint32_t key0 = static_cast<uint32_t>(seed);
-  const uint32_t key1 = static_cast<uint32_t>(seed >> 32);
   for (int64_t b = 0; b < num_blocks; ++b) {
-    const uint64_t counter = first_block + static_cast<uint64_t>(b);
-    uint32_t c0 = static_cast<uint32_t>(counter);
-    uint32_t c1 = static_cast<uint32_t>(counter >> 32);
-    uint32_t c2 = 0;
-    uint32_t c3 = 0;
-    uint32_t k0 = key0;
-    uint32_t k1 = key1;
-#pragma GCC unroll 10
-    for (int round = 0; round < 10; ++round) {
-      const uint64_t product0 = static_cast<uint64_t>(kPhiloxMulA) * c0;
-      const uint64_t product1 = static_cast<uint64_t>(kPhiloxMulB) * c2;
-      const uint32_t next0 = static_cast<uint32_t>(product1 >> 32) ^ c1 ^ k0;
-      const uint32_t next2 = static_cast<uint32_t>(product0 >> 32) ^ c3 ^ k1;
-      c1 = static_cast<uint32_t>(product1);
-      c3 = static_cast<uint32_t>(product0);
-      c0 = next0;
-      c2 = next2;
-      k0 += kPhiloxA;
-      k1 += kPhiloxB;
-    }
-    words[4 * b + 0] = c0;
-    words[4 * b + 1] = c1;
-    words[4 * b + 2] = c2;
-    words[4 * b + 3] = c3;
+    philox4x32_10(first_block + static_cast<uint64_t>(b), seed, words + 4 * b);
   }
 }
 
@@ -377,10 +247,8 @@ C10_ALWAYS_INLINE void sample_range_impl(
     scalar_t* __restrict tile_out = out + start;
     const int64_t count = stop - start;
     for (int64_t j = 0; j < count; ++j) {
-      const opmath_t a = static_cast<opmath_t>(tile_in[j]);
-      const bool hit = below_sigmoid(U::from_words(words, skip + j), a * slope);
-      const opmath_t y = hit ? opmath_t(1) : opmath_t(0);
-      tile_out[j] = static_cast<scalar_t>(a != a ? a : y);
+      const opmath_t u = U::from_words(words, skip + j);
+      tile_out[j] = static_cast<scalar_t>(sample(u, static_cast<opmath_t>(tile_in[j]), slope));
     }
     start = stop;
   }
@@ -392,9 +260,8 @@ C10_ALWAYS_INLINE void sigmoid_grad_range_impl(
     int64_t begin, int64_t end, at::opmath_type<scalar_t> slope) {
   using opmath_t = at::opmath_type<scalar_t>;
   for (int64_t i = begin; i < end; ++i) {
-    const opmath_t a = static_cast<opmath_t>(in[i]);
     const opmath_t g = static_cast<opmath_t>(grad[i]);
-    out[i] = static_cast<scalar_t>(g * (slope * sigmoid_derivative(a * slope)));
+    out[i] = static_cast<scalar_t>(sigmoid_grad(g, static_cast<opmath_t>(in[i]), slope));
   }
 }
 
@@ -404,9 +271,7 @@ C10_ALWAYS_INLINE void threshold_range_impl(const scalar_t* __restrict in,
                                             int64_t end) {
   using opmath_t = at::opmath_type<scalar_t>;
   for (int64_t i = begin; i < end; ++i) {
-    const opmath_t a = static_cast<opmath_t>(in[i]);
-    const opmath_t y = a > opmath_t(0) ? opmath_t(1) : opmath_t(0);
-    out[i] = static_cast<scalar_t>(a != a ? a : y);
+    out[i] = static_cast<scalar_t>(threshold(static_cast<opmath_t>(in[i])));
   }
 }
 
@@ -417,9 +282,8 @@ C10_ALWAYS_INLINE void clipped_grad_range_impl(const scalar_t* __restrict grad,
                                                int64_t end, at::opmath_type<scalar_t> clip_value) {
   using opmath_t = at::opmath_type<scalar_t>;
   for (int64_t i = begin; i < end; ++i) {
-    const opmath_t a = static_cast<opmath_t>(in[i]);
-    const opmath_t magnitude = a < opmath_t(0) ? -a : a;
-    out[i] = magnitude <= clip_value ? grad[i] : scalar_t(0);
+    const opmath_t g = static_cast<opmath_t>(grad[i]);
+    out[i] = static_cast<scalar_t>(clipped_grad(g, static_cast<opmath_t>(in[i]), clip_value));
   }
 }
 

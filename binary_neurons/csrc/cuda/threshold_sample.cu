@@ -1,15 +1,14 @@
 // CUDA kernels of the threshold-and-sample op (the schema lives in ../threshold_sample.cpp).
 //
-// Each thread handles one group of kPerBlock consecutive elements (4 for float, half and
-// bfloat16, 2 for double): one Philox4x32-10 call gives that group's uniforms, with the same
-// counter-to-element mapping as the CPU kernel (../philox_uniform.h), so both devices draw the
-// same uniforms for a given seed and layout. Loads and stores are one vector per group when the
-// pointers allow it; indexes are 64-bit; slope and seed are read on the device when they are
-// CUDA tensors, so no call synchronizes with the host.
+// Only indexing, vector access and launch are here: every value comes from ../elementwise.h,
+// which the CPU kernels call too, so both devices give the same bits for a given seed, dtype and
+// layout. Each thread handles one group of kPerBlock consecutive elements (4 for float, half and
+// bfloat16, 2 for double): one Philox4x32-10 block gives that group's uniforms. Loads and stores
+// are one vector per group when the pointers allow it; indexes are 64-bit; slope and seed are
+// read on the device when they are CUDA tensors, so no call synchronizes with the host.
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/core/PhiloxRNGEngine.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty_like.h>
 #include <c10/cuda/CUDAException.h>
@@ -21,7 +20,7 @@
 #include <cstdint>
 
 #include "../op_arguments.h"
-#include "../philox_uniform.h"
+#include "../elementwise.h"
 
 namespace binary_neurons {
 namespace {
@@ -40,15 +39,6 @@ template <typename scalar_t, int kVec>
 struct alignas(sizeof(scalar_t) * kVec) Pack {
   scalar_t v[kVec];
 };
-
-template <typename T>
-__device__ __forceinline__ T device_exp(T x) {
-  if constexpr (sizeof(T) == 8) {
-    return ::exp(x);
-  } else {
-    return ::expf(x);
-  }
-}
 
 // Calls op(group, a, g, y) for each group of kVec elements: a and g hold the group's input and
 // gradient (opmath), y receives its outputs. Elements past n are never read or written.
@@ -104,9 +94,7 @@ struct ThresholdOp {
   static constexpr int kVec = PhiloxUniform<opmath_t>::kPerBlock;
   __device__ void operator()(int64_t, const opmath_t* a, const opmath_t*, opmath_t* y) const {
 #pragma unroll
-    for (int k = 0; k < kVec; ++k) {
-      y[k] = a[k] != a[k] ? a[k] : (a[k] > opmath_t(0) ? opmath_t(1) : opmath_t(0));
-    }
+    for (int k = 0; k < kVec; ++k) y[k] = threshold(a[k]);
   }
 };
 
@@ -117,15 +105,11 @@ struct SampleOp {
   DeviceScalar<int64_t> seed;
   __device__ void operator()(int64_t group, const opmath_t* a, const opmath_t*, opmath_t* y) const {
     const opmath_t s = static_cast<opmath_t>(slope.get());
-    at::Philox4_32 engine(static_cast<uint64_t>(seed.get()), 0, static_cast<uint64_t>(group));
     uint32_t words[4];
-#pragma unroll
-    for (int w = 0; w < 4; ++w) words[w] = engine();
+    philox4x32_10(static_cast<uint64_t>(group), static_cast<uint64_t>(seed.get()), words);
 #pragma unroll
     for (int k = 0; k < kVec; ++k) {
-      const opmath_t p = opmath_t(1) / (opmath_t(1) + device_exp(-s * a[k]));
-      const opmath_t u = PhiloxUniform<opmath_t>::from_words(words, k);
-      y[k] = a[k] != a[k] ? a[k] : (u < p ? opmath_t(1) : opmath_t(0));
+      y[k] = sample(PhiloxUniform<opmath_t>::from_words(words, k), a[k], s);
     }
   }
 };
@@ -137,12 +121,7 @@ struct SigmoidGradOp {
   __device__ void operator()(int64_t, const opmath_t* a, const opmath_t* g, opmath_t* y) const {
     const opmath_t s = static_cast<opmath_t>(slope.get());
 #pragma unroll
-    for (int k = 0; k < kVec; ++k) {
-      // sigmoid(x) sigmoid(-x) = e / (1 + e)^2 with e = exp(-|x|): stable for any |x|.
-      const opmath_t e = device_exp(-::fabs(s * a[k]));
-      const opmath_t one_plus_e = opmath_t(1) + e;
-      y[k] = g[k] * (s * (e / (one_plus_e * one_plus_e)));
-    }
+    for (int k = 0; k < kVec; ++k) y[k] = sigmoid_grad(g[k], a[k], s);
   }
 };
 
@@ -152,7 +131,7 @@ struct ClippedGradOp {
   opmath_t clip_value;
   __device__ void operator()(int64_t, const opmath_t* a, const opmath_t* g, opmath_t* y) const {
 #pragma unroll
-    for (int k = 0; k < kVec; ++k) y[k] = ::fabs(a[k]) <= clip_value ? g[k] : opmath_t(0);
+    for (int k = 0; k < kVec; ++k) y[k] = clipped_grad(g[k], a[k], clip_value);
   }
 };
 

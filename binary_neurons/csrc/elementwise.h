@@ -1,0 +1,233 @@
+// The per-element arithmetic of the threshold_sample kernels, for the CPU and the CUDA build.
+//
+// Every value a kernel computes comes from the functions here: the CPU kernels call them in
+// loops that gcc vectorizes (threshold_sample.cpp), the CUDA kernels once per element
+// (cuda/threshold_sample.cu), which keep only indexing, vector access and launch. So the CPU test
+// suite exercises the arithmetic the GPU runs, and both devices give bit-identical samples and
+// gradients for the same seed, dtype and layout. That takes the same IEEE operations in the same
+// order on both: exp is the polynomial below, not a library call, and fused multiply-adds are
+// written out (multiply_add) where they are wanted and nowhere else (the CPU build passes
+// -ffp-contract=off, the CUDA build -fmad=false, so that no compiler fuses others).
+//
+// Uniforms: element i of a float, half or bfloat16 tensor uses word i % 4 of the Philox4x32-10
+// block with counter i / 4 (24 bits); element i of a double tensor uses words 2 (i % 2) (low)
+// and 2 (i % 2) + 1 (high) of the block with counter i / 2 (53 bits). The key is the 64-bit seed.
+// tests/test_native.py mirrors this in NumPy.
+#pragma once
+
+#include <c10/macros/Macros.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+// Host and device, always inlined (the CPU loops vectorize only with the bodies inlined).
+#define BN_INLINE C10_HOST_DEVICE C10_ALWAYS_INLINE
+
+// Unroll the loop that follows, for nvcc and gcc alike.
+#if defined(__CUDACC__) || defined(__clang__)
+#define BN_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define BN_UNROLL _Pragma("GCC unroll 16")
+#else
+#define BN_UNROLL
+#endif
+
+namespace binary_neurons {
+
+template <typename To, typename From>
+BN_INLINE To bit_cast_value(const From& from) {
+  static_assert(sizeof(To) == sizeof(From), "bit_cast_value: sizes differ");
+  To to;
+  memcpy(&to, &from, sizeof(To));
+  return to;
+}
+
+// a * b + c rounded once. One instruction on the GPU and in the CPU kernels built for AVX2 and
+// AVX-512 (gcc vectorizes it there); the baseline-ISA CPU kernel calls libm's exact fma.
+template <typename T>
+BN_INLINE T multiply_add(T a, T b, T c) {
+  if constexpr (std::is_same_v<T, float>) {
+    return fmaf(a, b, c);
+  } else {
+    return fma(a, b, c);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Philox4x32-10 and the uniforms drawn from its words.
+
+constexpr uint32_t kPhiloxA = 0x9E3779B9;
+constexpr uint32_t kPhiloxB = 0xBB67AE85;
+constexpr uint32_t kPhiloxMulA = 0xD2511F53;
+constexpr uint32_t kPhiloxMulB = 0xCD9E8D57;
+
+// The four words of Philox4x32-10 for counter (block, 0) under the 64-bit key `seed`: what
+// at::Philox4_32(seed, /*subsequence=*/0, /*offset=*/block) returns first (a test checks it).
+BN_INLINE void philox4x32_10(uint64_t block, uint64_t seed, uint32_t words[4]) {
+  uint32_t c0 = static_cast<uint32_t>(block);
+  uint32_t c1 = static_cast<uint32_t>(block >> 32);
+  uint32_t c2 = 0;
+  uint32_t c3 = 0;
+  uint32_t k0 = static_cast<uint32_t>(seed);
+  uint32_t k1 = static_cast<uint32_t>(seed >> 32);
+  BN_UNROLL
+  for (int round = 0; round < 10; ++round) {
+    const uint64_t product0 = static_cast<uint64_t>(kPhiloxMulA) * c0;
+    const uint64_t product1 = static_cast<uint64_t>(kPhiloxMulB) * c2;
+    const uint32_t next0 = static_cast<uint32_t>(product1 >> 32) ^ c1 ^ k0;
+    const uint32_t next2 = static_cast<uint32_t>(product0 >> 32) ^ c3 ^ k1;
+    c1 = static_cast<uint32_t>(product1);
+    c3 = static_cast<uint32_t>(product0);
+    c0 = next0;
+    c2 = next2;
+    k0 += kPhiloxA;
+    k1 += kPhiloxB;
+  }
+  words[0] = c0;
+  words[1] = c1;
+  words[2] = c2;
+  words[3] = c3;
+}
+
+template <typename T>
+struct PhiloxUniform;
+
+template <>
+struct PhiloxUniform<float> {
+  static constexpr int kPerBlock = 4;
+  BN_INLINE static float from_words(const uint32_t* words, int64_t k) {
+    return static_cast<float>(static_cast<int32_t>(words[k] >> 8)) * 0x1p-24f;
+  }
+};
+
+template <>
+struct PhiloxUniform<double> {
+  static constexpr int kPerBlock = 2;
+  BN_INLINE static double from_words(const uint32_t* words, int64_t k) {
+    const uint64_t bits =
+        (static_cast<uint64_t>(words[2 * k + 1]) << 32) | static_cast<uint64_t>(words[2 * k]);
+    return static_cast<double>(static_cast<int64_t>(bits >> 11)) * 0x1p-53;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// exp and the sigmoid, from IEEE adds, multiplies and one division.
+
+template <typename T>
+struct ExpConstants;
+
+template <>
+struct ExpConstants<float> {
+  using Bits = int32_t;
+  static constexpr float kLog2e = 1.44269504088896341f;
+  static constexpr float kLn2Hi = 0.693359375f;
+  static constexpr float kLn2Lo = -2.12194440e-4f;
+  // Adding 1.5 * 2^23 rounds to an integer, which then sits in the low mantissa bits.
+  static constexpr float kShifter = 12582912.0f;
+  static constexpr Bits kShifterBits = 0x4B400000;
+  static constexpr int kMantissaBits = 23;
+  static constexpr Bits kBias = 127;
+  // sigmoid saturates beyond this; exp(+-kMaxArg) and 2^n stay normal.
+  static constexpr float kMaxArg = 87.0f;
+};
+
+template <>
+struct ExpConstants<double> {
+  using Bits = int64_t;
+  static constexpr double kLog2e = 1.44269504088896340736;
+  static constexpr double kLn2Hi = 6.93147180369123816490e-01;
+  static constexpr double kLn2Lo = 1.90821492927058770002e-10;
+  static constexpr double kShifter = 6755399441055744.0;  // 1.5 * 2^52
+  static constexpr Bits kShifterBits = 0x4338000000000000LL;
+  static constexpr int kMantissaBits = 52;
+  static constexpr Bits kBias = 1023;
+  static constexpr double kMaxArg = 708.0;
+};
+
+// exp(x) for |x| <= kMaxArg (NaN in, NaN out): Cody-Waite reduction to |r| <= ln2/2, a Taylor
+// polynomial accurate to about one ulp, and the power of two assembled from the integer bits.
+template <typename T>
+BN_INLINE T exp_bounded(T x) {
+  using C = ExpConstants<T>;
+  using Bits = typename C::Bits;
+  const T shifted = multiply_add(x, C::kLog2e, C::kShifter);
+  const T n = shifted - C::kShifter;
+  const Bits n_int = bit_cast_value<Bits>(shifted) - C::kShifterBits;
+  T r = multiply_add(-n, C::kLn2Hi, x);
+  r = multiply_add(-n, C::kLn2Lo, r);
+  // Taylor coefficients 1/k!, highest first (float: k = 7..2, double: k = 13..2).
+  constexpr int kTerms = std::is_same_v<T, float> ? 6 : 12;
+  constexpr double kCoefficients[12] = {
+      1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
+      1.0 / 362880.0,     1.0 / 40320.0,     1.0 / 5040.0,     1.0 / 720.0,
+      1.0 / 120.0,        1.0 / 24.0,        1.0 / 6.0,        0.5};
+  T poly = T(kCoefficients[12 - kTerms]);
+  BN_UNROLL
+  for (int k = 12 - kTerms + 1; k < 12; ++k) {
+    poly = multiply_add(poly, r, T(kCoefficients[k]));
+  }
+  poly = multiply_add(poly, r, T(1));
+  poly = multiply_add(poly, r, T(1));
+  const T scale = bit_cast_value<T>(static_cast<Bits>((n_int + C::kBias) << C::kMantissaBits));
+  return poly * scale;
+}
+
+// Clamps to [-limit, limit]; written with compares so that NaN passes through.
+template <typename T>
+BN_INLINE T clamp_keep_nan(T x, T limit) {
+  x = x < -limit ? -limit : x;
+  return x > limit ? limit : x;
+}
+
+// 1[u < sigmoid(x)], as u (1 + exp(-x)) < 1: the same test without a division.
+template <typename T>
+BN_INLINE bool below_sigmoid(T u, T x) {
+  const T e = exp_bounded(clamp_keep_nan(-x, ExpConstants<T>::kMaxArg));
+  return u * (T(1) + e) < T(1);
+}
+
+// sigmoid(x) sigmoid(-x) = e / (1 + e)^2 with e = exp(-|x|): no cancellation, no overflow.
+template <typename T>
+BN_INLINE T sigmoid_derivative(T x) {
+  const T ax = x < T(0) ? -x : x;
+  const bool saturated = ax > ExpConstants<T>::kMaxArg;  // the true value is below ~1e-38
+  const T e = exp_bounded(saturated ? -ExpConstants<T>::kMaxArg : -ax);
+  const T one_plus_e = T(1) + e;
+  const T derivative = e / (one_plus_e * one_plus_e);
+  return saturated ? T(0) : derivative;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The op's per-element functions, in the opmath type T (float for half types). NaN inputs give
+// NaN outputs in the forward functions.
+
+// Deterministic neuron: 1[a > 0].
+template <typename T>
+BN_INLINE T threshold(T a) {
+  const T y = a > T(0) ? T(1) : T(0);
+  return a != a ? a : y;
+}
+
+// Stochastic neuron with uniform u: 1[u < sigmoid(slope a)].
+template <typename T>
+BN_INLINE T sample(T u, T a, T slope) {
+  const T y = below_sigmoid(u, a * slope) ? T(1) : T(0);
+  return a != a ? a : y;
+}
+
+// Sigmoid-adjusted straight-through: g slope sigmoid'(slope a).
+template <typename T>
+BN_INLINE T sigmoid_grad(T g, T a, T slope) {
+  return g * (slope * sigmoid_derivative(a * slope));
+}
+
+// Clipped straight-through: g 1[|a| <= clip].
+template <typename T>
+BN_INLINE T clipped_grad(T g, T a, T clip) {
+  const T magnitude = a < T(0) ? -a : a;
+  return magnitude <= clip ? g : T(0);
+}
+
+}  // namespace binary_neurons
