@@ -10,7 +10,10 @@ import torch
 # The real MNIST test set: CI clones the repository with shared/ beside it.
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# Every CUDA test carries the `cuda` mark (`pytest -m cuda` runs them all on a GPU machine) and
+# is skipped, saying so, where there is no GPU.
+CUDA = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
 FLOAT_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 
 # Relative tolerances of a gradient against its float64 closed form, per dtype.

@@ -307,6 +307,7 @@ class TestBadInputs:
         with pytest.raises(ValueError, match=r"generator is on cpu but input is on meta"):
             stochastic_binary(torch.zeros(3, device="meta"), generator=torch.Generator())
 
+    @pytest.mark.cuda
     @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
     def test_cpu_generator_with_cuda_input(self):
         with pytest.raises(ValueError, match=r"generator is on cpu but input is on cuda"):

@@ -22,6 +22,8 @@ import binary_neurons
 from binary_neurons import _ops
 from binary_neurons.functional import deterministic_binary, stochastic_binary
 
+from .conftest import DEVICES
+
 pytestmark = pytest.mark.skipif(
     binary_neurons.backend_info().name != "native",
     reason="needs the native extension (the pure-PyTorch backend is in use)",
@@ -31,16 +33,6 @@ threshold_sample = torch.ops.binary_neurons.threshold_sample.default
 threshold_sample_backward = torch.ops.binary_neurons.threshold_sample_backward.default
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=[
-            pytest.mark.cuda,
-            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
-        ],
-    ),
-]
 SETTINGS = settings(max_examples=25, deadline=None)
 
 
