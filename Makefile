@@ -3,6 +3,8 @@
 #   make test   the test suite on the native and the pure-PyTorch backend (native must load)
 #   make docs   the Sphinx documentation (warnings are errors), with its doctests
 #   make bench  the threshold-and-sample kernel benchmark
+#   make gpu-check            on a GPU machine: the whole CUDA path in one command (see below)
+#   make gpu-check-rehearsal  the same here, every stage that needs no GPU (CI runs it)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +14,8 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo test test-native test-python docs bench clean
+.PHONY: install demo test test-native test-python docs bench gpu-check gpu-check-data \
+	gpu-check-rehearsal clean
 
 install: $(STAMP)
 
@@ -48,5 +51,24 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_threshold_sample.py
 
+# The GPU machine has its own torch and no package registry, and receives only the checkout:
+# run `make gpu-check-data` here first and carry .gpu-check/data along. The check imports the
+# checkout as it is (no install), builds the kernels for the present GPU, runs the CUDA tests on
+# both backends, compute-sanitizer, the GPU benchmark and a BinaryGAN timing, and writes logs,
+# figures.json and summary.md to $(GPU_CHECK_OUT). It must end within 8 minutes on an H100.
+GPU_PYTHON ?= python3
+GPU_CHECK_OUT ?= $(if $(OUT),$(OUT),gpu-check-out)
+
+gpu-check:
+	$(GPU_PYTHON) tools/gpu_check.py --out $(GPU_CHECK_OUT)
+
+gpu-check-data:
+	mkdir -p .gpu-check/data
+	cp -r ../shared/data/mnist .gpu-check/data/
+
+gpu-check-rehearsal: $(STAMP)
+	$(BIN)/python tools/gpu_check.py --rehearsal --out runs/gpu-check-rehearsal
+
 clean:
-	rm -rf $(VENV) build dist docs/_build docs/generated binary_neurons/_kernels *.egg-info
+	rm -rf $(VENV) build dist docs/_build docs/generated binary_neurons/_kernels *.egg-info \
+		.gpu-check gpu-check-out
