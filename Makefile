@@ -3,6 +3,7 @@
 #   make test   the test suite on the native and the pure-PyTorch backend (native must load)
 #   make docs   the Sphinx documentation (warnings are errors), with its doctests
 #   make bench  the threshold-and-sample kernel benchmark
+#   make fuzz   the differential fuzz of the native kernels at full size (10,000 cases)
 #   make gpu-check            on a GPU machine: the whole CUDA path in one command (see below)
 #   make gpu-check-rehearsal  the same here, every stage that needs no GPU (CI runs it)
 
@@ -14,7 +15,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo test test-native test-python docs bench gpu-check gpu-check-data \
+.PHONY: install demo test test-native test-python fuzz docs bench gpu-check gpu-check-data \
 	gpu-check-rehearsal clean
 
 install: $(STAMP)
@@ -42,6 +43,13 @@ test-native: $(STAMP)
 test-python: $(STAMP)
 	BINARY_NEURONS_BACKEND=python $(BIN)/python -m pytest -q --doctest-modules binary_neurons tests \
 		-m "not install"
+
+# The differential fuzz at full size: 10,000 random cases of native against pure PyTorch, and
+# the sampling statistics with 1e7 draws per dtype and probability (a few minutes).
+fuzz: $(STAMP)
+	BINARY_NEURONS_BACKEND=native BINARY_NEURONS_FUZZ_DRAWS=10000000 $(BIN)/python -m pytest \
+		-q -p no:cacheprovider tests/test_fuzz.py --hypothesis-profile=fuzz \
+		--hypothesis-show-statistics
 
 docs: $(STAMP)
 	rm -rf docs/_build docs/generated

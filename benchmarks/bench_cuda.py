@@ -126,7 +126,9 @@ def bench(shape, dtype: torch.dtype, device: str, timer: Timer, compiled: dict) 
             result["rows"][f"{neuron} {impl}"] = {"seconds": times, "peak_bytes": peak}
         op_seed = seed if neuron == "SBN" else None
         kernel = {
-            "fwd": timer(lambda _, s=op_seed: _ops.threshold_sample(plain, slope, s, "sigmoid", 0.0)),
+            "fwd": timer(
+                lambda _, s=op_seed: _ops.threshold_sample(plain, slope, s, "sigmoid", 0.0)
+            ),
             "bwd": timer(lambda _: _ops.threshold_sample_backward(g, plain, slope, "sigmoid", 0.0)),
         }
         kernel["fwd+bwd"] = kernel["fwd"] + kernel["bwd"]

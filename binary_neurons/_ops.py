@@ -53,13 +53,18 @@ threshold_sample = torch.ops.binary_neurons.threshold_sample.default
 threshold_sample_backward = torch.ops.binary_neurons.threshold_sample_backward.default
 
 
+# The fake kernels serve FakeTensor tracing (torch.compile) and meta tensors. They check the
+# arguments as the real kernels do, so that, say, a seed on the meta device beside a CPU input
+# is an error rather than an uninitialized CPU tensor.
 @torch.library.register_fake("binary_neurons::threshold_sample")
 def _threshold_sample_fake(input, slope, seed, estimator, clip_value):
+    _fallback.check_forward(input, slope, seed, estimator)
     return torch.empty_like(input)
 
 
 @torch.library.register_fake("binary_neurons::threshold_sample_backward")
 def _threshold_sample_backward_fake(grad_output, input, slope, estimator, clip_value):
+    _fallback.check_backward(grad_output, input, slope, estimator)
     return torch.empty_like(input)
 
 

@@ -73,11 +73,28 @@ class SlopeAnnealer:
 
     @torch.no_grad()
     def step(self) -> None:
-        """Multiply every annealed layer's slope by ``factor`` (capped at ``max_slope``)."""
+        """Multiply every annealed layer's slope by ``factor`` (capped at ``max_slope``).
+
+        Raises:
+            ValueError: if a slope would leave the range of float32 (about 1.2e-38 to 3.4e38),
+                the type the kernels compute in for all but float64 inputs; no slope changes.
+        """
+        limits = torch.finfo(torch.float32)
+        new = []
         for layer in self.layers:
-            layer.slope.mul_(self.factor)
+            slope = layer.slope * self.factor  # in the buffer's dtype, as it always was
             if self.max_slope is not None:
-                layer.slope.clamp_(max=self.max_slope)
+                slope = slope.clamp(max=self.max_slope)
+            value = float(slope)
+            if not limits.tiny <= value <= limits.max:
+                raise ValueError(
+                    f"annealing step {self.num_steps + 1} would set a slope to {value:g}, "
+                    f"outside float32's range ({limits.tiny:.2g} to {limits.max:.2g}) in which "
+                    "the kernels compute; set max_slope, or a factor closer to 1"
+                )
+            new.append(slope)
+        for layer, slope in zip(self.layers, new):
+            layer.slope.copy_(slope)
         self.num_steps += 1
 
     @property
@@ -94,10 +111,16 @@ class SlopeAnnealer:
         missing = {"factor", "max_slope", "num_steps"} - set(state_dict)
         if missing:
             raise KeyError(f"SlopeAnnealer state_dict is missing {sorted(missing)}")
-        self.factor = positive_finite("factor", state_dict["factor"])
+        factor = positive_finite("factor", state_dict["factor"])
         max_slope = state_dict["max_slope"]
-        self.max_slope = None if max_slope is None else positive_finite("max_slope", max_slope)
-        self.num_steps = int(state_dict["num_steps"])
+        max_slope = None if max_slope is None else positive_finite("max_slope", max_slope)
+        num_steps = state_dict["num_steps"]
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
+            raise ValueError(
+                f"num_steps in the SlopeAnnealer state_dict must be an integer >= 0, got "
+                f"{num_steps!r}"
+            )
+        self.factor, self.max_slope, self.num_steps = factor, max_slope, num_steps
 
     def __repr__(self) -> str:
         return (

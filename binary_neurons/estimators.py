@@ -28,6 +28,7 @@ from typing import Union
 import torch
 from torch import Tensor
 
+from . import _fallback
 from ._validation import positive_finite
 
 __all__ = [
@@ -79,7 +80,11 @@ class Estimator:
             input: the pre-activation the forward pass saw.
             slope: the slope, a 0-dim floating tensor.
         """
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement backward(grad_output, input, slope); "
+            "subclass Estimator and implement it, or use a built-in estimator: "
+            + ", ".join(repr(name) for name in ESTIMATORS)
+        )
 
     @property
     def clip_value(self) -> float:
@@ -145,9 +150,7 @@ class SigmoidAdjusted(Estimator):
 
     def backward(self, grad_output: Tensor, input: Tensor, slope: Tensor) -> Tensor:
         opmath = torch.promote_types(input.dtype, torch.float32)
-        x = input.to(opmath) * slope.to(opmath)
-        # sigma(x) * sigma(-x) equals p (1 - p) but keeps its precision when p is near 1.
-        derivative = slope.to(opmath) * torch.sigmoid(x) * torch.sigmoid(-x)
+        derivative = _fallback.sigmoid_derivative(input.to(opmath), slope.to(opmath))
         return (grad_output.to(opmath) * derivative).to(grad_output.dtype)
 
 
@@ -229,7 +232,8 @@ def get_estimator(estimator: EstimatorLike) -> Estimator:
 
     Raises:
         ValueError: for an unknown name.
-        TypeError: for anything that is neither a string nor an :class:`Estimator`.
+        TypeError: for anything that is neither a string nor an :class:`Estimator`, or an
+            :class:`Estimator` that implements no :meth:`~Estimator.backward`.
 
     Examples:
         >>> from binary_neurons import get_estimator
@@ -241,6 +245,11 @@ def get_estimator(estimator: EstimatorLike) -> Estimator:
         ValueError: unknown estimator 'ste'; expected one of 'identity', 'sigmoid', ...
     """
     if isinstance(estimator, Estimator):
+        if estimator.kernel is None and type(estimator).backward is Estimator.backward:
+            raise TypeError(
+                f"{type(estimator).__name__} has no backward: subclass Estimator and implement "
+                "backward(grad_output, input, slope), or use a built-in estimator by name"
+            )
         return estimator
     if isinstance(estimator, str):
         try:

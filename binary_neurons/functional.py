@@ -128,7 +128,8 @@ def deterministic_binary(
         input: the pre-activation :math:`a`, a floating-point tensor of any shape.
         estimator: the gradient estimator: ``"identity"``, ``"sigmoid"`` (default),
             ``"annealed"``, ``"clipped"``, or an :class:`~binary_neurons.estimators.Estimator`.
-        slope: the slope :math:`s > 0`, a number or a one-element tensor. Default: 1.0.
+        slope: the slope :math:`s > 0`, a number or a one-element tensor; finite in the type
+            the input is computed in (float32 for half types). Default: 1.0.
 
     Shape:
         Input: :math:`(*)`, any shape, including empty and 0-dim.
@@ -170,7 +171,8 @@ def stochastic_binary(
         input: the pre-activation :math:`a`, a floating-point tensor of any shape.
         estimator: the gradient estimator: ``"identity"``, ``"sigmoid"`` (default),
             ``"annealed"``, ``"clipped"``, or an :class:`~binary_neurons.estimators.Estimator`.
-        slope: the slope :math:`s > 0`, a number or a one-element tensor. Default: 1.0.
+        slope: the slope :math:`s > 0`, a number or a one-element tensor; finite in the type
+            the input is computed in (float32 for half types). Default: 1.0.
         generator: a :class:`torch.Generator` on the input's device, or ``None`` for the
             default generator.
 
@@ -200,7 +202,8 @@ def preactivation(input: Tensor, slope: SlopeLike = 1.0) -> Tensor:
 
     Args:
         input: the pre-activation :math:`a`, a floating-point tensor of any shape.
-        slope: the slope :math:`s > 0`, a number or a one-element tensor. Default: 1.0.
+        slope: the slope :math:`s > 0`, a number or a one-element tensor; finite in the type
+            the input is computed in (float32 for half types). Default: 1.0.
 
     Examples:
         >>> import torch

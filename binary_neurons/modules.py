@@ -149,10 +149,20 @@ class StochasticBinary(BinaryNeuron):
         eval_mode: str = "sample",
     ) -> None:
         super().__init__(estimator, slope)
-        if eval_mode not in self.EVAL_MODES:
-            valid = ", ".join(repr(mode) for mode in self.EVAL_MODES)
-            raise ValueError(f"unknown eval_mode {eval_mode!r}; expected one of {valid}")
         self.eval_mode = eval_mode
+
+    @property
+    def eval_mode(self) -> str:
+        """What the layer does in evaluation mode: ``"sample"``, ``"threshold"`` or
+        ``"probability"``; checked whenever it is set."""
+        return self._eval_mode
+
+    @eval_mode.setter
+    def eval_mode(self, value: str) -> None:
+        if value not in self.EVAL_MODES:
+            valid = ", ".join(repr(mode) for mode in self.EVAL_MODES)
+            raise ValueError(f"unknown eval_mode {value!r}; expected one of {valid}")
+        self._eval_mode = value
 
     def forward(self, input: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """Sample (or, in evaluation mode, follow ``eval_mode``).

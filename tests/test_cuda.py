@@ -7,6 +7,8 @@ on CUDA too; ``pytest -m cuda`` selects all of them.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -88,6 +90,18 @@ def test_cuda_samples_are_bernoulli():
     z = (y.mean(0) - p) / torch.sqrt(p * (1 - p) / 20_000)
     assert z.abs().max() < 5
     assert abs((z**2).sum().item() - 99) < 5 * (2 * 99) ** 0.5
+
+
+@pytest.mark.parametrize("slope", [math.nan, -1.0, 0.0, math.inf, 1e300])
+def test_unusable_slope_on_the_gpu_makes_the_outputs_nan(slope):
+    # Checking a slope held on the GPU would synchronize; the kernels poison what uses it.
+    a = torch.randn(1000, device="cuda")
+    s = torch.tensor(slope, dtype=torch.float64, device="cuda")
+    assert threshold_sample(a, s, torch.tensor(1, device="cuda"), "sigmoid", 0.0).isnan().all()
+    assert threshold_sample_backward(torch.ones_like(a), a, s, "sigmoid", 0.0).isnan().all()
+    # Held on the CPU, the same slope is an error.
+    with pytest.raises(ValueError, match="expected slope to be a finite number > 0"):
+        threshold_sample(a, s.cpu(), torch.tensor(1, device="cuda"), "sigmoid", 0.0)
 
 
 @pytest.mark.parametrize("with_seed", [False, True])

@@ -89,14 +89,17 @@ def reference_uniforms(seed: int, indexes, float64: bool) -> np.ndarray:
     """The uniform the kernels draw for each element index (see csrc/elementwise.h)."""
     indexes = np.asarray(indexes, dtype=np.uint64)
     rows = np.arange(len(indexes))
+    # The midpoints of 2^23 (float) or 2^52 (double) equal cells of [0, 1): never 0 or 1.
     if float64:
         words = philox4x32_10(indexes // np.uint64(2), seed)
         k = (indexes % np.uint64(2)).astype(np.int64)
         bits = (words[rows, 2 * k + 1] << np.uint64(32)) | words[rows, 2 * k]
-        return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
+        odd = ((bits >> np.uint64(12)) << np.uint64(1)) | np.uint64(1)
+        return odd.astype(np.float64) * 2.0**-53
     words = philox4x32_10(indexes // np.uint64(4), seed)
     k = (indexes % np.uint64(4)).astype(np.int64)
-    return (words[rows, k] >> np.uint64(8)).astype(np.float64) * 2.0**-24
+    odd = ((words[rows, k] >> np.uint64(9)) << np.uint64(1)) | np.uint64(1)
+    return odd.astype(np.float64) * 2.0**-24
 
 
 def _logit(q: np.ndarray) -> np.ndarray:
@@ -137,6 +140,14 @@ def test_reference_philox_matches_aten_engine(seed, offset, float64):
     engine = torch.ops.binary_neurons._philox_uniform(seed, offset, 12, float64)
     expected = reference_uniforms(seed, np.arange(offset, offset + 12, dtype=np.uint64), float64)
     np.testing.assert_array_equal(engine.numpy().astype(np.float64), expected)
+
+
+def test_uniforms_are_never_zero():
+    # Seed 63 gives element 484,332 the Philox word 251: the smallest float uniform, 2^-24.
+    # (The mapping used until 2026-11 made it 0, so that p = 0 fired; see test_edge_cases.)
+    assert philox4x32_10([484_332 // 4], 63)[0, 484_332 % 4] == 251
+    u = torch.ops.binary_neurons._philox_uniform(63, 484_332, 1, False)
+    assert u.item() == 2.0**-24
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -365,9 +376,9 @@ def test_unknown_estimator_is_named():
 def test_bad_arguments_say_what_they_got():
     with pytest.raises(TypeError, match="expected a floating-point input.*got Long"):
         threshold_sample(torch.zeros(3, dtype=torch.int64), _slope(), None, "sigmoid", 0.0)
-    with pytest.raises(RuntimeError, match="one element, got shape \\[2\\]"):
+    with pytest.raises(ValueError, match="0-dim floating-point tensor, got shape \\[2\\]"):
         threshold_sample(torch.zeros(3), torch.ones(2), _seed(1), "sigmoid", 0.0)
-    with pytest.raises(RuntimeError, match="int64.*got shape \\[\\], dtype Float"):
+    with pytest.raises(ValueError, match="int64 tensor, got shape \\[\\] and dtype Float"):
         threshold_sample(torch.zeros(3), _slope(), torch.tensor(1.0), "sigmoid", 0.0)
 
 

@@ -48,8 +48,9 @@ def _views(size: int, dtype: torch.dtype, device: str):
 
 CALLS = [
     (kind, estimator, slope_on_device, seed_on_device)
-    for kind, estimator in [("sample", "sigmoid"), ("threshold", "sigmoid"), ("backward", "identity"),
-                            ("backward", "sigmoid"), ("backward", "clipped")]
+    for kind, estimator in [("sample", "sigmoid"), ("threshold", "sigmoid"),
+                            ("backward", "identity"), ("backward", "sigmoid"),
+                            ("backward", "clipped")]
     for slope_on_device, seed_on_device in itertools.product((False, True), repeat=2)
     if kind == "sample" or not seed_on_device
 ]

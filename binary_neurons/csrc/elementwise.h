@@ -10,8 +10,11 @@
 // -ffp-contract=off, the CUDA build -fmad=false, so that no compiler fuses others).
 //
 // Uniforms: element i of a float, half or bfloat16 tensor uses word i % 4 of the Philox4x32-10
-// block with counter i / 4 (24 bits); element i of a double tensor uses words 2 (i % 2) (low)
-// and 2 (i % 2) + 1 (high) of the block with counter i / 2 (53 bits). The key is the 64-bit seed.
+// block with counter i / 4; element i of a double tensor uses words 2 (i % 2) (low) and
+// 2 (i % 2) + 1 (high) of the block with counter i / 2. The key is the 64-bit seed. A uniform is
+// the midpoint of one of 2^23 (float) or 2^52 (double) equal cells of [0, 1), exactly
+// representable: never 0 and never 1, so that p = 0 never fires and p = 1 always does, and
+// P(fire) is p rounded to the cell grid (error at most 2^-24, resp. 2^-53).
 // tests/test_native.py mirrors this in NumPy.
 #pragma once
 
@@ -20,6 +23,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 
 // Host and device, always inlined (the CPU loops vectorize only with the bodies inlined).
@@ -94,21 +98,25 @@ BN_INLINE void philox4x32_10(uint64_t block, uint64_t seed, uint32_t words[4]) {
 template <typename T>
 struct PhiloxUniform;
 
+// (2 (word >> 9) + 1) 2^-24: an odd multiple of 2^-24, below 2^24 so exact in float.
 template <>
 struct PhiloxUniform<float> {
   static constexpr int kPerBlock = 4;
   BN_INLINE static float from_words(const uint32_t* words, int64_t k) {
-    return static_cast<float>(static_cast<int32_t>(words[k] >> 8)) * 0x1p-24f;
+    const int32_t odd = static_cast<int32_t>((words[k] >> 9) << 1) | 1;
+    return static_cast<float>(odd) * 0x1p-24f;
   }
 };
 
+// (2 (bits >> 12) + 1) 2^-53 for the 64 bits of two words: exact in double.
 template <>
 struct PhiloxUniform<double> {
   static constexpr int kPerBlock = 2;
   BN_INLINE static double from_words(const uint32_t* words, int64_t k) {
     const uint64_t bits =
         (static_cast<uint64_t>(words[2 * k + 1]) << 32) | static_cast<uint64_t>(words[2 * k]);
-    return static_cast<double>(static_cast<int64_t>(bits >> 11)) * 0x1p-53;
+    const int64_t odd = static_cast<int64_t>((bits >> 12) << 1) | 1;
+    return static_cast<double>(odd) * 0x1p-53;
   }
 };
 
@@ -189,19 +197,29 @@ BN_INLINE bool below_sigmoid(T u, T x) {
 }
 
 // sigmoid(x) sigmoid(-x) = e / (1 + e)^2 with e = exp(-|x|): no cancellation, no overflow.
+// Past kMaxArg, e = exp(-|x| / 2)^2 keeps the subnormal tail (and underflows to 0 only where
+// the true value does), so that an infinite gradient times it stays infinite, not NaN.
 template <typename T>
 BN_INLINE T sigmoid_derivative(T x) {
   const T ax = x < T(0) ? -x : x;
-  const bool saturated = ax > ExpConstants<T>::kMaxArg;  // the true value is below ~1e-38
-  const T e = exp_bounded(saturated ? -ExpConstants<T>::kMaxArg : -ax);
+  const bool tail = ax > ExpConstants<T>::kMaxArg;
+  const T half = exp_bounded(clamp_keep_nan(tail ? -ax * T(0.5) : -ax, ExpConstants<T>::kMaxArg));
+  const T e = tail ? half * half : half;
   const T one_plus_e = T(1) + e;
-  const T derivative = e / (one_plus_e * one_plus_e);
-  return saturated ? T(0) : derivative;
+  return e / (one_plus_e * one_plus_e);
 }
 
 // ---------------------------------------------------------------------------------------------
 // The op's per-element functions, in the opmath type T (float for half types). NaN inputs give
 // NaN outputs in the forward functions.
+
+// Whether a slope can be used with inputs computed in T: a finite number > 0 in T. (A slope
+// on the host is checked before the kernels run; one read on the GPU cannot be without a
+// synchronization, so the CUDA kernels make every output that uses it NaN instead.)
+template <typename T>
+BN_INLINE bool slope_is_valid(T slope) {
+  return slope > T(0) && slope <= std::numeric_limits<T>::max();
+}
 
 // Deterministic neuron: 1[a > 0].
 template <typename T>

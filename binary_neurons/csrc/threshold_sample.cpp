@@ -11,9 +11,10 @@
 // call too: both devices compute the same bits.
 //
 // The elementwise loops are written for gcc's auto-vectorizer (built with -O3
-// -fno-trapping-math -ffp-contract=off), Philox for AVX2 and AVX-512 with intrinsics; each kernel is compiled for
-// AVX-512, AVX2 and the baseline ISA and the best one the CPU supports is picked at run time
-// (BINARY_NEURONS_CPU_CAPABILITY=avx2|default lowers it), so the wheel stays portable.
+// -fno-trapping-math -ffp-contract=off), Philox for AVX2 and AVX-512 with intrinsics; each
+// kernel is compiled for AVX-512, AVX2 and the baseline ISA and the best one the CPU supports is
+// picked at run time (BINARY_NEURONS_CPU_CAPABILITY=avx2|default lowers it), so that one build
+// runs on any x86-64 CPU.
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -254,11 +255,19 @@ C10_ALWAYS_INLINE void sample_range_impl(
   }
 }
 
+// The backward kernels take `one_grad` when grad holds a single value for all elements.
 template <typename scalar_t>
 C10_ALWAYS_INLINE void sigmoid_grad_range_impl(
-    const scalar_t* __restrict grad, const scalar_t* __restrict in, scalar_t* __restrict out,
-    int64_t begin, int64_t end, at::opmath_type<scalar_t> slope) {
+    const scalar_t* __restrict grad, bool one_grad, const scalar_t* __restrict in,
+    scalar_t* __restrict out, int64_t begin, int64_t end, at::opmath_type<scalar_t> slope) {
   using opmath_t = at::opmath_type<scalar_t>;
+  if (one_grad) {
+    const opmath_t g = static_cast<opmath_t>(grad[0]);
+    for (int64_t i = begin; i < end; ++i) {
+      out[i] = static_cast<scalar_t>(sigmoid_grad(g, static_cast<opmath_t>(in[i]), slope));
+    }
+    return;
+  }
   for (int64_t i = begin; i < end; ++i) {
     const opmath_t g = static_cast<opmath_t>(grad[i]);
     out[i] = static_cast<scalar_t>(sigmoid_grad(g, static_cast<opmath_t>(in[i]), slope));
@@ -276,11 +285,17 @@ C10_ALWAYS_INLINE void threshold_range_impl(const scalar_t* __restrict in,
 }
 
 template <typename scalar_t>
-C10_ALWAYS_INLINE void clipped_grad_range_impl(const scalar_t* __restrict grad,
-                                               const scalar_t* __restrict in,
-                                               scalar_t* __restrict out, int64_t begin,
-                                               int64_t end, at::opmath_type<scalar_t> clip_value) {
+C10_ALWAYS_INLINE void clipped_grad_range_impl(
+    const scalar_t* __restrict grad, bool one_grad, const scalar_t* __restrict in,
+    scalar_t* __restrict out, int64_t begin, int64_t end, at::opmath_type<scalar_t> clip_value) {
   using opmath_t = at::opmath_type<scalar_t>;
+  if (one_grad) {
+    const opmath_t g = static_cast<opmath_t>(grad[0]);
+    for (int64_t i = begin; i < end; ++i) {
+      out[i] = static_cast<scalar_t>(clipped_grad(g, static_cast<opmath_t>(in[i]), clip_value));
+    }
+    return;
+  }
   for (int64_t i = begin; i < end; ++i) {
     const opmath_t g = static_cast<opmath_t>(grad[i]);
     out[i] = static_cast<scalar_t>(clipped_grad(g, static_cast<opmath_t>(in[i]), clip_value));
@@ -296,10 +311,11 @@ C10_ALWAYS_INLINE void clipped_grad_range_impl(const scalar_t* __restrict grad,
     sample_range_impl<ISA, scalar_t>(in, out, begin, end, slope, seed);                     \
   }                                                                                         \
   template <typename scalar_t>                                                              \
-  ATTRIBUTE void sigmoid_grad_range_##SUFFIX(const scalar_t* grad, const scalar_t* in,      \
-                                             scalar_t* out, int64_t begin, int64_t end,     \
+  ATTRIBUTE void sigmoid_grad_range_##SUFFIX(const scalar_t* grad, bool one_grad,           \
+                                             const scalar_t* in, scalar_t* out,             \
+                                             int64_t begin, int64_t end,                    \
                                              at::opmath_type<scalar_t> slope) {             \
-    sigmoid_grad_range_impl<scalar_t>(grad, in, out, begin, end, slope);                    \
+    sigmoid_grad_range_impl<scalar_t>(grad, one_grad, in, out, begin, end, slope);          \
   }                                                                                         \
   template <typename scalar_t>                                                              \
   ATTRIBUTE void threshold_range_##SUFFIX(const scalar_t* in, scalar_t* out, int64_t begin, \
@@ -307,10 +323,11 @@ C10_ALWAYS_INLINE void clipped_grad_range_impl(const scalar_t* __restrict grad,
     threshold_range_impl<scalar_t>(in, out, begin, end);                                    \
   }                                                                                         \
   template <typename scalar_t>                                                              \
-  ATTRIBUTE void clipped_grad_range_##SUFFIX(const scalar_t* grad, const scalar_t* in,      \
-                                             scalar_t* out, int64_t begin, int64_t end,     \
+  ATTRIBUTE void clipped_grad_range_##SUFFIX(const scalar_t* grad, bool one_grad,           \
+                                             const scalar_t* in, scalar_t* out,             \
+                                             int64_t begin, int64_t end,                    \
                                              at::opmath_type<scalar_t> clip_value) {        \
-    clipped_grad_range_impl<scalar_t>(grad, in, out, begin, end, clip_value);               \
+    clipped_grad_range_impl<scalar_t>(grad, one_grad, in, out, begin, end, clip_value);     \
   }
 
 BN_DEFINE_ISA_VARIANTS(default, , Isa::kDefault)
@@ -337,9 +354,9 @@ void sample_range(const scalar_t* in, scalar_t* out, int64_t begin, int64_t end,
 }
 
 template <typename scalar_t>
-void sigmoid_grad_range(const scalar_t* grad, const scalar_t* in, scalar_t* out, int64_t begin,
-                        int64_t end, at::opmath_type<scalar_t> slope) {
-  BN_CALL_BEST_ISA(sigmoid_grad_range, grad, in, out, begin, end, slope);
+void sigmoid_grad_range(const scalar_t* grad, bool one_grad, const scalar_t* in, scalar_t* out,
+                        int64_t begin, int64_t end, at::opmath_type<scalar_t> slope) {
+  BN_CALL_BEST_ISA(sigmoid_grad_range, grad, one_grad, in, out, begin, end, slope);
 }
 
 template <typename scalar_t>
@@ -348,9 +365,9 @@ void threshold_range(const scalar_t* in, scalar_t* out, int64_t begin, int64_t e
 }
 
 template <typename scalar_t>
-void clipped_grad_range(const scalar_t* grad, const scalar_t* in, scalar_t* out, int64_t begin,
-                        int64_t end, at::opmath_type<scalar_t> clip_value) {
-  BN_CALL_BEST_ISA(clipped_grad_range, grad, in, out, begin, end, clip_value);
+void clipped_grad_range(const scalar_t* grad, bool one_grad, const scalar_t* in, scalar_t* out,
+                        int64_t begin, int64_t end, at::opmath_type<scalar_t> clip_value) {
+  BN_CALL_BEST_ISA(clipped_grad_range, grad, one_grad, in, out, begin, end, clip_value);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -358,18 +375,12 @@ void clipped_grad_range(const scalar_t* grad, const scalar_t* in, scalar_t* out,
 
 constexpr int64_t kGrainSize = 32768;  // at::internal::GRAIN_SIZE
 
-double slope_value(const char* op, const at::Tensor& slope) {
-  check_slope(op, slope);
-  TORCH_CHECK(slope.device().is_cpu(), op, ": expected slope on the CPU, got ", slope.device());
-  return slope.item<double>();
-}
-
 at::Tensor threshold_sample_cpu(const at::Tensor& input, const at::Tensor& slope,
                                 const std::optional<at::Tensor>& seed,
-                                c10::string_view /*estimator*/, double /*clip_value*/) {
+                                c10::string_view estimator, double /*clip_value*/) {
   constexpr const char* kOp = "threshold_sample";
-  check_input(kOp, input);
-  const double slope_double = slope_value(kOp, slope);
+  check_forward(kOp, input, slope, seed, estimator);
+  const double slope_double = host_slope(kOp, slope, input);
   at::Tensor out = at::empty_like(input);
   const at::Tensor in = in_layout_of(input, out);
   const int64_t numel = in.numel();
@@ -383,9 +394,6 @@ at::Tensor threshold_sample_cpu(const at::Tensor& input, const at::Tensor& slope
     });
     return out;
   }
-  TORCH_CHECK(seed->numel() == 1 && seed->scalar_type() == at::kLong && seed->device().is_cpu(),
-              kOp, ": expected seed to be a one-element int64 tensor on the CPU, got shape ",
-              seed->sizes(), ", dtype ", seed->scalar_type(), " on ", seed->device());
   const uint64_t seed_bits = static_cast<uint64_t>(seed->item<int64_t>());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
     using opmath_t = at::opmath_type<scalar_t>;
@@ -403,17 +411,18 @@ at::Tensor threshold_sample_backward_cpu(const at::Tensor& grad_output, const at
                                          const at::Tensor& slope, c10::string_view estimator,
                                          double clip_value) {
   constexpr const char* kOp = "threshold_sample_backward";
-  check_backward(kOp, grad_output, input, estimator);
+  check_backward(kOp, grad_output, input, slope, estimator);
+  const double slope_double = host_slope(kOp, slope, input);
   at::Tensor out = at::empty_like(input);
   if (estimator == "identity") {
     out.copy_(grad_output);
     return out;
   }
   const at::Tensor in = in_layout_of(input, out);
-  const at::Tensor grad = in_layout_of(grad_output, out);
+  const bool one_grad = is_one_value(grad_output);
+  const at::Tensor grad = one_grad ? grad_output : in_layout_of(grad_output, out);
   const int64_t numel = in.numel();
   if (estimator == "sigmoid") {
-    const double slope_double = slope_value(kOp, slope);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
       using opmath_t = at::opmath_type<scalar_t>;
       const opmath_t slope_op = static_cast<opmath_t>(slope_double);
@@ -421,7 +430,8 @@ at::Tensor threshold_sample_backward_cpu(const at::Tensor& grad_output, const at
       const scalar_t* in_data = in.const_data_ptr<scalar_t>();
       scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
       at::parallel_for(0, numel, kGrainSize, [&](int64_t begin, int64_t end) {
-        sigmoid_grad_range<scalar_t>(grad_data, in_data, out_data, begin, end, slope_op);
+        sigmoid_grad_range<scalar_t>(grad_data, one_grad, in_data, out_data, begin, end,
+                                     slope_op);
       });
     });
     return out;
@@ -434,7 +444,7 @@ at::Tensor threshold_sample_backward_cpu(const at::Tensor& grad_output, const at
     const scalar_t* in_data = in.const_data_ptr<scalar_t>();
     scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, numel, kGrainSize, [&](int64_t begin, int64_t end) {
-      clipped_grad_range<scalar_t>(grad_data, in_data, out_data, begin, end, clip);
+      clipped_grad_range<scalar_t>(grad_data, one_grad, in_data, out_data, begin, end, clip);
     });
   });
   return out;

@@ -41,11 +41,13 @@ struct alignas(sizeof(scalar_t) * kVec) Pack {
 };
 
 // Calls op(group, a, g, y) for each group of kVec elements: a and g hold the group's input and
-// gradient (opmath), y receives its outputs. Elements past n are never read or written.
+// gradient (opmath), y receives its outputs. Elements past n are never read or written. With
+// one_grad, grad points at a single value that is every element's gradient.
 template <typename scalar_t, int kVec, typename Op>
 __global__ void elementwise_kernel(const scalar_t* __restrict__ input,
-                                   const scalar_t* __restrict__ grad, scalar_t* __restrict__ out,
-                                   int64_t n, bool vector_access, Op op) {
+                                   const scalar_t* __restrict__ grad, bool one_grad,
+                                   scalar_t* __restrict__ out, int64_t n, bool vector_access,
+                                   Op op) {
   using opmath_t = at::opmath_type<scalar_t>;
   using PackT = Pack<scalar_t, kVec>;
   const int64_t num_groups = (n + kVec - 1) / kVec;
@@ -61,7 +63,7 @@ __global__ void elementwise_kernel(const scalar_t* __restrict__ input,
       const PackT in_pack = *reinterpret_cast<const PackT*>(input + first);
 #pragma unroll
       for (int k = 0; k < kVec; ++k) a[k] = static_cast<opmath_t>(in_pack.v[k]);
-      if (grad != nullptr) {
+      if (grad != nullptr && !one_grad) {
         const PackT grad_pack = *reinterpret_cast<const PackT*>(grad + first);
 #pragma unroll
         for (int k = 0; k < kVec; ++k) g[k] = static_cast<opmath_t>(grad_pack.v[k]);
@@ -71,8 +73,14 @@ __global__ void elementwise_kernel(const scalar_t* __restrict__ input,
       for (int k = 0; k < kVec; ++k) {
         const bool inside = first + k < n;
         a[k] = inside ? static_cast<opmath_t>(input[first + k]) : opmath_t(0);
-        g[k] = (inside && grad != nullptr) ? static_cast<opmath_t>(grad[first + k]) : opmath_t(0);
+        g[k] = (inside && grad != nullptr && !one_grad) ? static_cast<opmath_t>(grad[first + k])
+                                                        : opmath_t(0);
       }
+    }
+    if (one_grad) {
+      const opmath_t value = static_cast<opmath_t>(grad[0]);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) g[k] = value;
     }
     op(group, a, g, y);
     if (whole) {
@@ -105,11 +113,13 @@ struct SampleOp {
   DeviceScalar<int64_t> seed;
   __device__ void operator()(int64_t group, const opmath_t* a, const opmath_t*, opmath_t* y) const {
     const opmath_t s = static_cast<opmath_t>(slope.get());
+    const bool valid = slope_is_valid(s);
     uint32_t words[4];
     philox4x32_10(static_cast<uint64_t>(group), static_cast<uint64_t>(seed.get()), words);
 #pragma unroll
     for (int k = 0; k < kVec; ++k) {
-      y[k] = sample(PhiloxUniform<opmath_t>::from_words(words, k), a[k], s);
+      const opmath_t value = sample(PhiloxUniform<opmath_t>::from_words(words, k), a[k], s);
+      y[k] = valid ? value : std::numeric_limits<opmath_t>::quiet_NaN();
     }
   }
 };
@@ -120,8 +130,11 @@ struct SigmoidGradOp {
   DeviceScalar<double> slope;
   __device__ void operator()(int64_t, const opmath_t* a, const opmath_t* g, opmath_t* y) const {
     const opmath_t s = static_cast<opmath_t>(slope.get());
+    const bool valid = slope_is_valid(s);
 #pragma unroll
-    for (int k = 0; k < kVec; ++k) y[k] = sigmoid_grad(g[k], a[k], s);
+    for (int k = 0; k < kVec; ++k) {
+      y[k] = valid ? sigmoid_grad(g[k], a[k], s) : std::numeric_limits<opmath_t>::quiet_NaN();
+    }
   }
 };
 
@@ -136,7 +149,8 @@ struct ClippedGradOp {
 };
 
 template <typename scalar_t, typename Op>
-void launch(const at::Tensor& input, const at::Tensor* grad, at::Tensor& out, const Op& op) {
+void launch(const at::Tensor& input, const at::Tensor* grad, bool one_grad, at::Tensor& out,
+            const Op& op) {
   constexpr int kVec = Op::kVec;
   const int64_t n = input.numel();
   if (n == 0) return;
@@ -144,37 +158,36 @@ void launch(const at::Tensor& input, const at::Tensor* grad, at::Tensor& out, co
   const scalar_t* grad_data = grad != nullptr ? grad->const_data_ptr<scalar_t>() : nullptr;
   scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
   constexpr uintptr_t kAlign = sizeof(scalar_t) * kVec;
-  const bool vector_access = reinterpret_cast<uintptr_t>(input_data) % kAlign == 0 &&
-                             reinterpret_cast<uintptr_t>(grad_data) % kAlign == 0 &&
-                             reinterpret_cast<uintptr_t>(out_data) % kAlign == 0;
+  const bool vector_access =
+      reinterpret_cast<uintptr_t>(input_data) % kAlign == 0 &&
+      (one_grad || reinterpret_cast<uintptr_t>(grad_data) % kAlign == 0) &&
+      reinterpret_cast<uintptr_t>(out_data) % kAlign == 0;
   const int64_t num_groups = (n + kVec - 1) / kVec;
   const int64_t blocks = std::min<int64_t>((num_groups + kThreadsPerBlock - 1) / kThreadsPerBlock,
                                            int64_t{1} << 20);
   elementwise_kernel<scalar_t, kVec, Op>
       <<<static_cast<unsigned int>(blocks), kThreadsPerBlock, 0,
-         c10::cuda::getCurrentCUDAStream()>>>(input_data, grad_data, out_data, n, vector_access,
-                                              op);
+         c10::cuda::getCurrentCUDAStream()>>>(input_data, grad_data, one_grad, out_data, n,
+                                              vector_access, op);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// A CUDA slope is converted to double on the device (no host sync); a CPU one is read here.
+// A slope on the GPU is converted to double there (no host synchronization, so its value is
+// checked in the kernels); one on the CPU is read and checked here.
 DeviceScalar<double> slope_argument(const char* op, const at::Tensor& slope,
                                     const at::Tensor& input, at::Tensor& holder) {
-  check_slope(op, slope);
   if (slope.device().is_cpu()) {
-    return {nullptr, slope.item<double>()};
+    return {nullptr, host_slope(op, slope, input)};
   }
-  TORCH_CHECK(slope.device() == input.device(), op, ": expected slope on the CPU or on ",
-              input.device(), ", got ", slope.device());
   holder = slope.reshape({1}).to(at::kDouble).contiguous();
   return {holder.const_data_ptr<double>(), 0.0};
 }
 
 at::Tensor threshold_sample_cuda(const at::Tensor& input, const at::Tensor& slope,
                                  const std::optional<at::Tensor>& seed,
-                                 c10::string_view /*estimator*/, double /*clip_value*/) {
+                                 c10::string_view estimator, double /*clip_value*/) {
   constexpr const char* kOp = "threshold_sample";
-  check_input(kOp, input);
+  check_forward(kOp, input, slope, seed, estimator);
   const c10::cuda::CUDAGuard guard(input.device());
   at::Tensor slope_holder;
   const DeviceScalar<double> slope_arg = slope_argument(kOp, slope, input, slope_holder);
@@ -182,25 +195,20 @@ at::Tensor threshold_sample_cuda(const at::Tensor& input, const at::Tensor& slop
   const at::Tensor in = in_layout_of(input, out);
   if (!seed.has_value()) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
-      launch<scalar_t>(in, nullptr, out, ThresholdOp<at::opmath_type<scalar_t>>{});
+      launch<scalar_t>(in, nullptr, false, out, ThresholdOp<at::opmath_type<scalar_t>>{});
     });
     return out;
   }
-  TORCH_CHECK(seed->numel() == 1 && seed->scalar_type() == at::kLong, kOp,
-              ": expected seed to be a one-element int64 tensor, got shape ", seed->sizes(),
-              " and dtype ", seed->scalar_type());
   DeviceScalar<int64_t> seed_arg{nullptr, 0};
   at::Tensor seed_holder;
   if (seed->device().is_cpu()) {
     seed_arg.value = seed->item<int64_t>();
   } else {
-    TORCH_CHECK(seed->device() == input.device(), kOp, ": expected seed on the CPU or on ",
-                input.device(), ", got ", seed->device());
     seed_holder = seed->reshape({1}).contiguous();
     seed_arg.pointer = seed_holder.const_data_ptr<int64_t>();
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
-    launch<scalar_t>(in, nullptr, out,
+    launch<scalar_t>(in, nullptr, false, out,
                      SampleOp<at::opmath_type<scalar_t>>{slope_arg, seed_arg});
   });
   return out;
@@ -210,20 +218,22 @@ at::Tensor threshold_sample_backward_cuda(const at::Tensor& grad_output, const a
                                           const at::Tensor& slope, c10::string_view estimator,
                                           double clip_value) {
   constexpr const char* kOp = "threshold_sample_backward";
-  check_backward(kOp, grad_output, input, estimator);
+  check_backward(kOp, grad_output, input, slope, estimator);
   const c10::cuda::CUDAGuard guard(input.device());
+  at::Tensor slope_holder;
+  const DeviceScalar<double> slope_arg = slope_argument(kOp, slope, input, slope_holder);
   at::Tensor out = at::empty_like(input);
   if (estimator == "identity") {
     out.copy_(grad_output);
     return out;
   }
   const at::Tensor in = in_layout_of(input, out);
-  const at::Tensor grad = in_layout_of(grad_output, out);
+  const bool one_grad = is_one_value(grad_output);
+  const at::Tensor grad = one_grad ? grad_output : in_layout_of(grad_output, out);
   if (estimator == "sigmoid") {
-    at::Tensor slope_holder;
-    const DeviceScalar<double> slope_arg = slope_argument(kOp, slope, input, slope_holder);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
-      launch<scalar_t>(in, &grad, out, SigmoidGradOp<at::opmath_type<scalar_t>>{slope_arg});
+      launch<scalar_t>(in, &grad, one_grad, out,
+                       SigmoidGradOp<at::opmath_type<scalar_t>>{slope_arg});
     });
     return out;
   }
@@ -231,7 +241,7 @@ at::Tensor threshold_sample_backward_cuda(const at::Tensor& grad_output, const a
     using opmath_t = at::opmath_type<scalar_t>;
     // Like torch.where(input.abs() <= clip_value, ...): the bound is rounded to the input's dtype.
     const opmath_t clip = static_cast<opmath_t>(static_cast<scalar_t>(clip_value));
-    launch<scalar_t>(in, &grad, out, ClippedGradOp<opmath_t>{clip});
+    launch<scalar_t>(in, &grad, one_grad, out, ClippedGradOp<opmath_t>{clip});
   });
   return out;
 }
