@@ -67,7 +67,8 @@ class BuildPyWithKernels(build_py):
                 archs = builder.cuda_archs_for(gpus)
             with tempfile.TemporaryDirectory() as scratch:
                 made, record = builder.compile_into(Path(scratch), archs, announce=print)
-                shutil.rmtree(target / made.name, ignore_errors=True)
+                # One build per install: none left from earlier builds in this tree.
+                shutil.rmtree(target, ignore_errors=True)
                 shutil.copytree(made, target / made.name)
         except builder.BuildError as error:
             sys.exit(f"binary_neurons: BINARY_NEURONS_BUILD_EXT=1, but {error}")
