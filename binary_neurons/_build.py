@@ -38,7 +38,7 @@ RECIPE = 1
 
 CPU_SOURCES = ("threshold_sample.cpp",)
 CUDA_SOURCES = ("cuda/threshold_sample.cu",)
-HEADERS = ("elementwise.h", "op_arguments.h")
+HEADERS = ("cpu_philox.h", "elementwise.h", "op_arguments.h")
 # -fno-trapping-math lets gcc vectorize the kernels' compares and clamps; -fopenmp makes
 # at::parallel_for use torch's OpenMP thread pool (Linux wheels of torch use libgomp). No FMA
 # contraction on either device (-ffp-contract=off, -fmad=false), so that the CPU and CUDA kernels
