@@ -56,15 +56,11 @@ class BuildPyWithKernels(build_py):
         if not AHEAD_OF_TIME:
             return
         builder = _builder()
-        torch = builder.torch
         # An editable install runs from the source tree; a wheel is made from build_lib.
         tree = Path() if self.editable_mode else Path(self.build_lib)
         target = tree / "binary_neurons" / "_kernels"
         try:
-            archs = ()
-            if _flag("FORCE_CUDA") or torch.cuda.is_available():
-                gpus = builder.device_capabilities() if torch.cuda.is_available() else ()
-                archs = builder.cuda_archs_for(gpus)
+            archs = builder.cuda_archs_to_build(_flag("FORCE_CUDA"))
             with tempfile.TemporaryDirectory() as scratch:
                 made, record = builder.compile_into(Path(scratch), archs, announce=print)
                 # One build per install: none left from earlier builds in this tree.

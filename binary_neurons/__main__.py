@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
 from . import _build, _cache, backend_info
 
 
@@ -42,14 +40,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _compile_now(cuda: bool, force: bool) -> None:
-    capabilities = _build.device_capabilities() if torch.cuda.is_available() else ()
-    archs: tuple[str, ...] = ()
-    if cuda or capabilities:
-        archs = _build.cuda_archs_for(capabilities)
-        # Without a GPU, a build counts as done when it runs on every architecture asked for.
-        capabilities = capabilities or tuple(
-            _build.parse_arch(arch)[:2] for arch in archs
-        )
+    archs = _build.cuda_archs_to_build(cuda)
+    # A build counts as done when it runs on every architecture it is asked for.
+    capabilities = tuple(_build.parse_arch(arch)[:2] for arch in archs)
     existing = _cache.find(capabilities if archs else None)
     if existing is not None and not force:
         print(

@@ -168,6 +168,14 @@ def cuda_archs_for(capabilities: tuple[tuple[int, int], ...]) -> tuple[str, ...]
     return tuple(f"{m}.{n}" + ("+PTX" if wanted[(m, n)] else "") for m, n in sorted(wanted))
 
 
+def cuda_archs_to_build(cuda: bool) -> tuple[str, ...]:
+    """The CUDA architectures a build made on this machine should hold: those of the visible
+    GPUs (and ``TORCH_CUDA_ARCH_LIST``); with ``cuda`` and no GPU, those of the list alone;
+    ``()`` (CPU kernels only) without ``cuda`` and without a GPU."""
+    capabilities = device_capabilities() if torch.cuda.is_available() else ()
+    return cuda_archs_for(capabilities) if cuda or capabilities else ()
+
+
 def cuda_toolkit_problem() -> str | None:
     """Why the CUDA kernels cannot be compiled with this torch, or None if they can."""
     if torch.version.hip:

@@ -29,6 +29,13 @@ GRAD_RTOL = {
 }
 
 
+def same_bits(x: torch.Tensor, y: torch.Tensor) -> bool:
+    """Whether two tensors hold the same values, NaN where NaN, in the same memory layout."""
+    nan = x.isnan()
+    return (x.stride() == y.stride() and torch.equal(nan, y.isnan())
+            and torch.equal(x[~nan], y[~nan]))
+
+
 def grad_atol(dtype: torch.dtype, slope: float) -> float:
     """Absolute floor for gradient comparisons.
 

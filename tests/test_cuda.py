@@ -16,7 +16,7 @@ from torch import nn
 import binary_neurons as bn
 from binary_neurons.functional import deterministic_binary, stochastic_binary
 
-from .conftest import CUDA, FLOAT_DTYPES
+from .conftest import CUDA, FLOAT_DTYPES, same_bits
 
 pytestmark = CUDA
 
@@ -54,8 +54,7 @@ def _inputs(dtype: torch.dtype, layout: str) -> torch.Tensor:
 
 
 def _same_bits(cuda: torch.Tensor, cpu: torch.Tensor) -> None:
-    assert cuda.device.type == "cuda" and cuda.stride() == cpu.stride()
-    torch.testing.assert_close(cuda.cpu(), cpu, rtol=0, atol=0, equal_nan=True)
+    assert cuda.device.type == "cuda" and same_bits(cuda.cpu(), cpu)
 
 
 @needs_native

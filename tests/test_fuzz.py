@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 import binary_neurons
 from binary_neurons import _fallback
 
-from .conftest import FLOAT_DTYPES, grad_atol
+from .conftest import FLOAT_DTYPES, grad_atol, same_bits
 
 pytestmark = pytest.mark.skipif(
     binary_neurons.backend_info().devices["cpu"] != "native",
@@ -101,10 +101,6 @@ def _values(shape, generator, scale, draw) -> torch.Tensor:
     return values
 
 
-def _equal(x: torch.Tensor, y: torch.Tensor) -> bool:
-    return torch.equal(x.nan_to_num(7.0), y.nan_to_num(7.0)) and x.stride() == y.stride()
-
-
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(cases())
 def test_native_agrees_with_the_reference(case):
@@ -112,14 +108,14 @@ def test_native_agrees_with_the_reference(case):
     slope = torch.tensor(case["slope"], dtype=torch.float64)
 
     # Deterministic forward: bit for bit.
-    assert _equal(OP(a, slope, None, estimator, clip),
+    assert same_bits(OP(a, slope, None, estimator, clip),
                   _fallback.threshold_sample(a, slope, None, estimator, clip))
 
     # Stochastic forward: values, NaN, determinism, and where p is exactly 0 or 1.
     seed = torch.tensor(case["seed"])
     y = OP(a, slope, seed, estimator, clip)
     reference = _fallback.threshold_sample(a, slope, seed, estimator, clip)
-    assert _equal(y, OP(a, slope, seed, estimator, clip))
+    assert same_bits(y, OP(a, slope, seed, estimator, clip))
     nan = a.isnan()
     assert torch.equal(y.isnan(), nan) and torch.equal(reference.isnan(), nan)
     assert y[~nan].eq(0).logical_or(y[~nan].eq(1)).all()
@@ -140,7 +136,7 @@ def test_native_agrees_with_the_reference(case):
         torch.testing.assert_close(native, expected, rtol=TOLERANCES[a.dtype], atol=floor,
                                    equal_nan=True)
     else:
-        assert _equal(native, expected)
+        assert same_bits(native, expected)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,9 +185,9 @@ def test_cuda_computes_the_cpu_kernels_bits(case):
     slope = torch.tensor(case["slope"], dtype=torch.float64)
     for seed in (None, torch.tensor(case["seed"])):
         cuda_seed = None if seed is None else seed.cuda()
-        assert _equal(OP(a_cuda, slope.cuda(), cuda_seed, estimator, clip).cpu(),
+        assert same_bits(OP(a_cuda, slope.cuda(), cuda_seed, estimator, clip).cpu(),
                       OP(a, slope, seed, estimator, clip))
     g = (torch.randn(a.shape, generator=case["generator"], dtype=torch.float64)
          * case["grad_scale"]).to(a.dtype)
-    assert _equal(OP_BACKWARD(g.cuda(), a_cuda, slope.cuda(), estimator, clip).cpu(),
+    assert same_bits(OP_BACKWARD(g.cuda(), a_cuda, slope.cuda(), estimator, clip).cpu(),
                   OP_BACKWARD(g, a, slope, estimator, clip))

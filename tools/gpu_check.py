@@ -154,7 +154,7 @@ def sanitizer(check: Check) -> None:
         check.run("kernel-driver", [*driver, "--device", "cpu"], timeout=check.timeout(120, 120))
         check.skip("sanitizer", "needs a GPU (the kernel driver ran on the CPU)")
         return
-    tool = shutil.which("compute-sanitizer") or _cuda_home_tool("compute-sanitizer")
+    tool = shutil.which("compute-sanitizer") or _in_cuda_home("compute-sanitizer")
     if tool is None:
         check.skip("sanitizer", "compute-sanitizer not found")
         return
@@ -174,10 +174,12 @@ def sanitizer(check: Check) -> None:
         check.figures["stages"][f"sanitizer-{name}"]["summary"] = summary[-1] if summary else None
 
 
-def _cuda_home_tool(name: str) -> str | None:
-    home = os.environ.get("CUDA_HOME") or "/usr/local/cuda"
-    path = Path(home, "bin", name)
-    return str(path) if path.is_file() else None
+def _in_cuda_home(name: str) -> str | None:
+    """A tool of the CUDA toolkit torch's extension builder uses (CUDA_HOME, nvcc's folder)."""
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    path = Path(CUDA_HOME or "", "bin", name)
+    return str(path) if CUDA_HOME and path.is_file() else None
 
 
 def benchmark(check: Check) -> None:
