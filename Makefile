@@ -39,10 +39,11 @@ test: test-native test-python
 test-native: $(STAMP)
 	BINARY_NEURONS_BACKEND=native $(BIN)/python -m pytest -q --doctest-modules binary_neurons tests
 
-# The install tests choose their own backend in the processes they start: once is enough.
+# The install tests choose their own backend in the processes they start, and the example's
+# tests exercise the example, not the backend: once is enough for both.
 test-python: $(STAMP)
 	BINARY_NEURONS_BACKEND=python $(BIN)/python -m pytest -q --doctest-modules binary_neurons tests \
-		-m "not install"
+		-m "not install and not example"
 
 # The differential fuzz at full size: 10,000 random cases of native against pure PyTorch, and
 # the sampling statistics with 1e7 draws per dtype and probability (a few minutes).

@@ -11,6 +11,7 @@ from hypothesis import settings
 # `make fuzz` runs tests/test_fuzz.py under this profile; the default run does 100 cases.
 settings.register_profile("fuzz", max_examples=10_000)
 
+
 # The real MNIST test set: CI clones the repository with shared/ beside it.
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 

@@ -1,4 +1,6 @@
-"""Tests of the discrete Boundary-Seeking GAN pieces (examples/binarygan/bgan.py)."""
+"""Tests of discrete Boundary-Seeking GAN in the example: the objective
+(examples/binarygan/objectives.py: BGAN, importance_weights, log_likelihood) and its networks
+(examples/binarygan/models.py: LogitsGenerator, Discriminator, DCGANDiscriminator)."""
 
 from __future__ import annotations
 
@@ -6,58 +8,106 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
-from examples.binarygan import bgan
+from examples.binarygan import objectives
+from examples.binarygan.config import get_preset
+from examples.binarygan.models import (DCGANDiscriminator, Discriminator, LogitsGenerator,
+                                       build_models, sample_latent)
+from examples.binarygan.objectives import BGAN, importance_weights, log_likelihood
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.example, pytest.mark.usefixtures("one_thread")]
 
 
 def log_sigmoid(x: float) -> float:
     return -math.log1p(math.exp(-x))
 
 
+def bgan(m: int = 20, **changes) -> BGAN:
+    return BGAN(get_preset("mlp-bgan").replace(bgan_samples=m, **changes))
+
+
+class FixedLogits(nn.Module):
+    """A "generator" whose logits are a parameter, the same for every z: ``(B, *shape)``."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.l = nn.Parameter(logits)
+
+    def forward(self, z: torch.Tensor, rng=None) -> torch.Tensor:
+        return self.l
+
+
+class TableCritic(nn.Module):
+    """D(x) = flatten(x) @ v + c: a fixed critic, with one logit per image, shape (N,)."""
+
+    def __init__(self, v, c: float = 0.0, dtype=torch.float64) -> None:
+        super().__init__()
+        self.v = nn.Parameter(torch.as_tensor(v, dtype=dtype))
+        self.c = nn.Parameter(torch.tensor(c, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.v + self.c
+
+
 # ----------------------------------------------------------------------------------------------
-# Sampling
+# Sampling: BGAN.fake
 # ----------------------------------------------------------------------------------------------
 
 
-class TestSampleBernoulli:
+class TestFake:
     def test_shape_values_no_grad(self):
-        logits = torch.randn(3, 1, 2, 2, requires_grad=True)
-        samples = bgan.sample_bernoulli(logits, 5, torch.Generator().manual_seed(0))
-        assert samples.shape == (5, 3, 1, 2, 2) and samples.dtype == logits.dtype
+        netG = FixedLogits(torch.randn(3, 1, 2, 2))
+        objective = bgan(5)
+        samples = objective.fake(netG, torch.zeros(3, 64))
+        # M * B fakes, sample-major: [m * B + b] is the m-th sample of z_b
+        assert samples.shape == (15, 1, 2, 2) and samples.dtype == torch.float32
         assert set(samples.unique().tolist()) <= {0.0, 1.0}
         assert not samples.requires_grad and samples.grad_fn is None
 
-    def test_reproducible_with_generator(self):
-        logits = torch.randn(4, 10)
-        a = bgan.sample_bernoulli(logits, 3, torch.Generator().manual_seed(7))
-        b = bgan.sample_bernoulli(logits, 3, torch.Generator().manual_seed(7))
-        c = bgan.sample_bernoulli(logits, 3, torch.Generator().manual_seed(8))
-        assert torch.equal(a, b) and not torch.equal(a, c)
+    def test_reproducible_with_seed(self):
+        netG = FixedLogits(torch.randn(4, 10))
+        draws = []
+        for seed in (7, 7, 8):
+            torch.manual_seed(seed)
+            draws.append(bgan(3).fake(netG, torch.zeros(4, 64)))
+        assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
 
     def test_mean_is_sigmoid(self):
-        # 4,000 draws per entry: the frequency is within 5 standard errors of sigmoid(l).
-        logits = torch.tensor([[-3.0, -1.0, 0.0, 0.5, 2.0, 6.0]])
-        samples = bgan.sample_bernoulli(logits, 4000, torch.Generator().manual_seed(1))
-        p = torch.sigmoid(logits)[0]
-        freq = samples.mean(dim=0)[0]
+        # 4,000 draws per logit (500 samples of 8 z's): within 5 standard errors of sigmoid(l).
+        values = torch.tensor([-3.0, -1.0, 0.0, 0.5, 2.0, 6.0])
+        netG = FixedLogits(values.repeat(8, 1))
+        torch.manual_seed(1)
+        samples = bgan(500).fake(netG, torch.zeros(8, 64))
+        p = torch.sigmoid(values)
+        freq = samples.view(500 * 8, 6).mean(dim=0)
         stderr = (p * (1 - p) / 4000).sqrt()
         assert torch.all((freq - p).abs() <= 5 * stderr + 1e-3)
 
     def test_samples_differ_across_m(self):
-        samples = bgan.sample_bernoulli(torch.zeros(1, 100), 2, torch.Generator().manual_seed(0))
+        torch.manual_seed(0)
+        samples = bgan(2).fake(FixedLogits(torch.zeros(1, 100)), torch.zeros(1, 64))
         assert not torch.equal(samples[0], samples[1])
 
-    @pytest.mark.parametrize("m", [0, -1, 2.0, True])
+    def test_samples_follow_each_z(self):
+        # Sample-major layout: sample m of z_b is fake[m * B + b].
+        netG = FixedLogits(torch.tensor([[-30.0] * 4, [30.0] * 4]))  # z_0 all off, z_1 all on
+        torch.manual_seed(0)
+        samples = bgan(3).fake(netG, torch.zeros(2, 64)).view(3, 2, 4)
+        assert (samples[:, 0] == 0).all() and (samples[:, 1] == 1).all()
+
+    @pytest.mark.parametrize("m", [0, -1])
     def test_bad_m(self, m):
-        with pytest.raises(ValueError, match="m \\(samples per z\\) must be an integer >= 1"):
-            bgan.sample_bernoulli(torch.zeros(1, 4), m)
+        with pytest.raises(ValueError, match="bgan_samples must be >= 1"):
+            bgan(m)
 
     def test_prior(self):
-        z = bgan.sample_prior(64, generator=torch.Generator().manual_seed(0))
-        assert z.shape == (64, bgan.Z_DIM) and 0 <= z.min() and z.max() < 1
+        config = get_preset("mlp-bgan")
+        z = sample_latent(config, 64, rng=torch.Generator().manual_seed(0))
+        assert z.shape == (64, 64) and 0 <= z.min() and z.max() < 1
+        again = sample_latent(config, 64, rng=torch.Generator().manual_seed(0))
+        assert torch.equal(z, again)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -69,6 +119,17 @@ LN3 = math.log(3.0)
 LOGITS = [[0.0, LN3], [-LN3, 0.0]]
 SAMPLES = [[[1.0, 1.0], [0.0, 0.0]], [[0.0, 1.0], [1.0, 1.0]]]
 D_LOGITS = [0.0, LN3]  # softmax -> weights 1/4, 3/4
+# D(x) = ln 3 * x[1, 0] gives D_LOGITS on SAMPLES.
+CRITIC = [0.0, 0.0, LN3, 0.0]
+LOG_G1 = 2 * math.log(0.5) + 2 * math.log(0.75)  # log g(x1): log .5 + log .75 + log .75 + log .5
+LOG_G2 = 2 * math.log(0.5) + math.log(0.75) + math.log(0.25)
+
+
+def g_loss(objective: BGAN, netG: nn.Module, netD: nn.Module, z: torch.Tensor,
+           samples: torch.Tensor) -> dict:
+    """``objective.g_loss`` as if ``fake(netG, z)`` had drawn ``samples`` (M x B x ...)."""
+    objective.fake(netG, z)  # caches G's logits of z
+    return objective.g_loss(netG, netD, z, samples.flatten(0, 1))
 
 
 class TestHandComputed:
@@ -80,38 +141,44 @@ class TestHandComputed:
 
     def test_log_likelihood(self):
         logits, samples, _ = self.tensors()
-        # x1 = [1 1; 0 0]: log .5 + log .75 + log(1 - .25) + log .5
-        # x2 = [0 1; 1 1]: log .5 + log .75 + log .25 + log .5
-        expected = [
-            2 * math.log(0.5) + 2 * math.log(0.75),
-            2 * math.log(0.5) + math.log(0.75) + math.log(0.25),
-        ]
-        got = bgan.bgan_log_likelihood(logits, samples)
-        assert got.shape == (2, 1)
-        torch.testing.assert_close(got[:, 0], torch.tensor(expected, dtype=torch.float64))
+        got = log_likelihood(logits, samples)
+        assert got.shape == (2, 1) and got.dtype == torch.float64
+        torch.testing.assert_close(got[:, 0], torch.tensor([LOG_G1, LOG_G2],
+                                                           dtype=torch.float64))
 
     def test_generator_loss(self):
-        logits, samples, d_logits = self.tensors()
-        log_g1 = 2 * math.log(0.5) + 2 * math.log(0.75)
-        log_g2 = 2 * math.log(0.5) + math.log(0.75) + math.log(0.25)
-        expected = -(0.25 * log_g1 + 0.75 * log_g2)
-        loss = bgan.bgan_generator_loss(logits, samples, d_logits)
-        assert loss.item() == pytest.approx(expected, rel=1e-12)
+        logits, samples, _ = self.tensors()
+        out = g_loss(bgan(2), FixedLogits(logits.detach()), TableCritic(CRITIC),
+                     torch.zeros(1, 64), samples)
+        expected = -(0.25 * LOG_G1 + 0.75 * LOG_G2)
+        assert out["loss"].item() == pytest.approx(expected, rel=1e-6)
+        assert out["ink_density"].item() == pytest.approx(5 / 8)
+        # effective sample size 1 / sum w^2 = 1 / (1/16 + 9/16)
+        assert out["effective_samples"].item() == pytest.approx(1.6, rel=1e-6)
 
     def test_one_pixel_per_z(self):
         # logits (B,) of one pixel each: log g is that pixel's log-probability.
         logits = torch.tensor([0.0, LN3], dtype=torch.float64)
         samples = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
         expected = [[math.log(0.5), math.log(0.25)], [math.log(0.5), math.log(0.75)]]
-        torch.testing.assert_close(bgan.bgan_log_likelihood(logits, samples),
+        torch.testing.assert_close(log_likelihood(logits, samples),
                                    torch.tensor(expected, dtype=torch.float64))
 
-    def test_generator_loss_accepts_flat_d_logits(self):
-        logits, samples, d_logits = self.tensors()
-        reference = bgan.bgan_generator_loss(logits, samples, d_logits)
-        for shape in [(2,), (2, 1), (2, 1, 1)]:
-            got = bgan.bgan_generator_loss(logits, samples, d_logits.reshape(shape))
-            assert got.item() == reference.item()
+    def test_weights_follow_the_sample_major_layout(self):
+        # M = 3 samples of B = 2 z's, two pixels each, D(x) = x_0 + 2 x_1 (0 to 3): the
+        # weights, and so the loss, come from D(fake[m * B + b]) for sample m of z_b.
+        logits = torch.tensor([[0.0, 1.0], [2.0, -1.0]], dtype=torch.float64)  # B x 2 pixels
+        samples = torch.tensor([[[1.0, 0.0], [0.0, 1.0]],
+                                [[0.0, 0.0], [1.0, 1.0]],
+                                [[1.0, 1.0], [0.0, 0.0]]], dtype=torch.float64)  # M x B x 2
+        netD = TableCritic([1.0, 2.0])
+        d_logits = netD(samples.flatten(0, 1)).view(3, 2)
+        weights = torch.softmax(d_logits.detach(), dim=0)
+        log_g = -nn.functional.binary_cross_entropy_with_logits(
+            logits.expand(3, 2, 2), samples, reduction="none").sum(dim=2)
+        expected = -(weights * log_g).sum(dim=0).mean()
+        out = g_loss(bgan(3), FixedLogits(logits), netD, torch.zeros(2, 64), samples)
+        assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
 
     def test_discriminator_loss(self):
         d_real = torch.tensor([0.0, LN3], dtype=torch.float64)
@@ -120,18 +187,19 @@ class TestHandComputed:
         expected = -(log_sigmoid(0.0) + log_sigmoid(LN3)) / 2 - (
             log_sigmoid(-0.0) + log_sigmoid(LN3) + log_sigmoid(-LN3)
         ) / 3
-        got = bgan.bgan_discriminator_loss(d_real, d_fake)
-        assert got.item() == pytest.approx(expected, rel=1e-12)
+        out = bgan().d_loss(nn.Identity(), d_real, d_fake)  # D's logits are its input
+        assert out["loss"].item() == pytest.approx(expected, rel=1e-12)
+        assert out["d_real"].item() == pytest.approx((0.5 + 0.75) / 2)
+        assert out["d_fake"].item() == pytest.approx((0.5 + 0.25 + 0.75) / 3)
 
     def test_batch_mean_over_z(self):
         # Two identical z's give the loss of one: the loss is a mean over z, a sum over m.
-        logits, samples, d_logits = self.tensors()
-        one = bgan.bgan_generator_loss(logits, samples, d_logits)
-        two = bgan.bgan_generator_loss(
-            logits.detach().repeat(2, 1, 1, 1), samples.repeat(1, 2, 1, 1, 1),
-            d_logits.repeat(1, 2),
-        )
-        assert two.item() == pytest.approx(one.item(), rel=1e-12)
+        logits, samples, _ = self.tensors()
+        one = g_loss(bgan(2), FixedLogits(logits.detach()), TableCritic(CRITIC),
+                     torch.zeros(1, 64), samples)["loss"]
+        two = g_loss(bgan(2), FixedLogits(logits.detach().repeat(2, 1, 1, 1)),
+                     TableCritic(CRITIC), torch.zeros(2, 64), samples.repeat(1, 2, 1, 1, 1))
+        assert two["loss"].item() == pytest.approx(one.item(), rel=1e-12)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,59 +208,85 @@ class TestHandComputed:
 
 
 def random_problem(m=5, b=3, seed=0, dtype=torch.float64):
-    gen = torch.Generator().manual_seed(seed)
-    logits = torch.randn(b, 1, 2, 2, generator=gen, dtype=dtype).requires_grad_()
-    samples = bgan.sample_bernoulli(logits, m, gen)
-    d_logits = torch.randn(m, b, generator=gen, dtype=dtype).requires_grad_()
-    return logits, samples, d_logits
+    """G with logits (B, 1, 2, 2), a random linear critic, and M samples per z drawn by
+    ``fake``; returns the objective (fake done), G, D, z and the fakes."""
+    torch.manual_seed(seed)
+    netG = FixedLogits(torch.randn(b, 1, 2, 2, dtype=dtype))
+    netD = TableCritic(torch.randn(4, dtype=dtype), torch.randn(()).item(), dtype=dtype)
+    objective, z = bgan(m), torch.zeros(b, 64)
+    fake = objective.fake(netG, z)
+    return objective, netG, netD, z, fake
 
 
 class TestWeightsAndGradient:
     def test_weights_normalised_per_z(self):
-        _, _, d_logits = random_problem(m=7, b=4)
-        weights = bgan.importance_weights(d_logits)
-        assert weights.shape == (7, 4)
+        gen = torch.Generator().manual_seed(0)
+        d_logits = torch.randn(7, 4, dtype=torch.float64, generator=gen)
+        weights = importance_weights(d_logits)
+        assert weights.shape == (7, 4) and weights.dtype == torch.float64
         torch.testing.assert_close(weights.sum(dim=0), torch.ones(4, dtype=torch.float64))
-        torch.testing.assert_close(weights, torch.softmax(d_logits.detach(), dim=0))
-        assert not weights.requires_grad
+        torch.testing.assert_close(weights, torch.softmax(d_logits, dim=0))
+
+    def test_weights_of_half_precision_logits(self):
+        d_logits = torch.tensor([[0.0, 60000.0], [LN3, 60000.0]], dtype=torch.float16)
+        weights = importance_weights(d_logits)
+        assert weights.dtype == torch.float16 and torch.isfinite(weights).all()
+        torch.testing.assert_close(weights.float(), torch.tensor([[0.25, 0.5], [0.75, 0.5]]),
+                                   rtol=1e-3, atol=1e-3)
 
     def test_weights_invariant_to_shift_per_z(self):
-        logits, samples, d_logits = random_problem()
-        shifted = d_logits.detach() + torch.tensor([1.0, -20.0, 300.0], dtype=torch.float64)
-        a = bgan.bgan_generator_loss(logits, samples, d_logits)
-        b = bgan.bgan_generator_loss(logits, samples, shifted)
+        # float64 logits keep float64 precision: a shift by 300 changes nothing at 1e-12
+        gen = torch.Generator().manual_seed(1)
+        d_logits = torch.randn(5, 3, dtype=torch.float64, generator=gen)
+        shifted = d_logits + torch.tensor([1.0, -20.0, 300.0], dtype=torch.float64)
+        torch.testing.assert_close(importance_weights(shifted), importance_weights(d_logits),
+                                   rtol=1e-12, atol=1e-14)
+        # and so is the loss: a critic shifted by a constant gives the same L_G
+        objective, netG, netD, z, fake = random_problem()
+        a = objective.g_loss(netG, netD, z, fake)["loss"]
+        with torch.no_grad():
+            netD.c += 300.0
+        objective.fake(netG, z)
+        b = objective.g_loss(netG, netD, z, fake)["loss"]
         assert a.item() == pytest.approx(b.item(), rel=1e-12)
 
     def test_no_gradient_to_discriminator(self):
-        logits, samples, d_logits = random_problem()
-        bgan.bgan_generator_loss(logits, samples, d_logits).backward()
-        assert d_logits.grad is None and logits.grad is not None
+        objective, netG, netD, z, fake = random_problem()
+        objective.g_loss(netG, netD, z, fake)["loss"].backward()
+        assert netG.l.grad is not None
+        assert all(p.grad is None for p in netD.parameters())
 
     def test_gradient_is_importance_weighted_score(self):
-        # dL_G/dl = -(1/B) sum_m w~_m (x_m - sigmoid(l))
-        logits, samples, d_logits = random_problem(m=6, b=4)
-        bgan.bgan_generator_loss(logits, samples, d_logits).backward()
-        w = torch.softmax(d_logits.detach(), dim=0).reshape(6, 4, 1, 1, 1)
-        expected = -(w * (samples - torch.sigmoid(logits.detach()))).sum(dim=0) / 4
-        torch.testing.assert_close(logits.grad, expected, rtol=1e-12, atol=1e-14)
+        # dL_G/dl = -(1/B) sum_m w~_m (x_m - sigmoid(l)), w~ from D on the same samples
+        objective, netG, netD, z, fake = random_problem(m=6, b=4)
+        objective.g_loss(netG, netD, z, fake)["loss"].backward()
+        samples = fake.view(6, 4, 1, 2, 2)
+        with torch.no_grad():
+            w = torch.softmax(netD(fake).view(6, 4), dim=0).reshape(6, 4, 1, 1, 1)
+        expected = -(w * (samples - torch.sigmoid(netG.l.detach()))).sum(dim=0) / 4
+        torch.testing.assert_close(netG.l.grad, expected, rtol=1e-6, atol=1e-9)
 
     def test_stable_for_saturated_logits(self):
-        logits = torch.tensor([[200.0, -200.0, 50.0, -50.0]], requires_grad=True)
+        netG = FixedLogits(torch.tensor([[200.0, -200.0, 50.0, -50.0]]))
         samples = torch.tensor([[[0.0, 1.0, 1.0, 0.0]], [[1.0, 0.0, 0.0, 1.0]]])
-        loss = bgan.bgan_generator_loss(logits, samples, torch.tensor([[0.0], [1.0]]))
+        # D: 0 on the first sample, 1 on the second
+        netD = TableCritic([1.0, 0.0, 0.0, 0.0], dtype=torch.float32)
+        loss = g_loss(bgan(2), netG, netD, torch.zeros(1, 64), samples)["loss"]
         loss.backward()
-        assert math.isfinite(loss.item()) and torch.isfinite(logits.grad).all()
+        assert math.isfinite(loss.item()) and torch.isfinite(netG.l.grad).all()
         # log g = -400 for sample 1 (two 200-nat pixels), -100 for sample 2 (two 50-nat
         # pixels), weights softmax(0, 1): a naive log(sigmoid) would give -inf here.
         w1 = 1 / (1 + math.e)
         assert loss.item() == pytest.approx(w1 * 400 + (1 - w1) * 100, rel=1e-6)
 
-    def test_shape_errors(self):
-        logits, samples, d_logits = random_problem(m=5, b=3)
-        with pytest.raises(ValueError, match="samples must have shape \\(M, \\*logits.shape\\)"):
-            bgan.bgan_generator_loss(logits, samples[:, :2], d_logits)
-        with pytest.raises(ValueError, match="one logit per sample, M x B = 5 x 3"):
-            bgan.bgan_generator_loss(logits, samples, d_logits[:4])
+    def test_g_loss_must_follow_fake_of_the_same_z(self):
+        objective, netG, netD, z, fake = random_problem(m=5, b=3)
+        with pytest.raises(AssertionError, match="g_loss must follow fake\\(\\) of the same z"):
+            objective.g_loss(netG, netD, z.clone(), fake)
+        # without fakes (a fresh batch), g_loss draws its own
+        torch.manual_seed(3)
+        out = objective.g_loss(netG, netD, z, None)
+        assert math.isfinite(out["loss"].item()) and 1 <= out["effective_samples"] <= 5
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,38 +296,49 @@ class TestWeightsAndGradient:
 
 class TestNetworks:
     def test_dcgan_generator_shapes(self):
-        G = bgan.DCGANGenerator()
-        z = bgan.sample_prior(3)
-        assert G.dense(z).shape == (3, 128 * 7 * 7)
-        assert G.deconv[0](G.dense(z).view(-1, 128, 7, 7)).shape == (3, 64, 14, 14)
-        assert G(z).shape == (3, 1, 28, 28)
+        config = get_preset("cnn-bgan")
+        G = LogitsGenerator(config)
+        z = sample_latent(config, 3)
+        assert G.body[:4](z).shape == (3, 128 * 7 * 7)
+        assert G.body[:7](z).shape == (3, 128, 7, 7)
+        assert G.body[:8](z).shape == (3, 64, 14, 14)
+        assert G(z).shape == (3, 1, 28, 28) and G.logits(z).shape == (3, 1, 28, 28)
 
     def test_dcgan_discriminator_shapes(self):
-        D = bgan.DCGANDiscriminator()
+        D = DCGANDiscriminator()
         x = torch.zeros(5, 1, 28, 28)
-        assert D.net[0](x).shape == (5, 64, 14, 14)
-        assert D.net[2](D.net[0](x)).shape == (5, 128, 7, 7)
-        assert D(x).shape == (5, 1) and D(x.reshape(5, 784)).shape == (5, 1)
-        assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in D.modules())
+        assert D.body[0](x).shape == (5, 64, 14, 14)
+        assert D.body[:4](x).shape == (5, 128, 7, 7)
+        assert D(x).shape == (5,)
+        assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in D.modules())
 
     def test_mlp_shapes_and_sizes(self):
-        G, D = bgan.MLPGenerator(), bgan.mlp_discriminator()
-        assert G(bgan.sample_prior(3)).shape == (3, 1, 28, 28)
-        assert D(torch.zeros(3, 1, 28, 28)).numel() == 3
-        # BinaryGAN's MLP discriminator: 784*512+512 + 512*256+256 + 256+1 (SPEC section 2).
+        config = get_preset("mlp-bgan")
+        G, D = build_models(config)
+        assert type(G) is LogitsGenerator and type(D) is Discriminator
+        assert G(sample_latent(config, 3)).shape == (3, 1, 28, 28)
+        assert D(torch.zeros(3, 1, 28, 28)).shape == (3,)
+        # BinaryGAN's MLP discriminator without BN: 784*512+512 + 512*256+256 + 256+1.
         assert sum(p.numel() for p in D.parameters()) == 533_505
+        assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in D.modules())
         # Generator: z -> 1024 (+ BN) -> 784 logits, without the output BN.
         expected = (64 * 1024 + 1024) + 2 * 1024 + (1024 * 784 + 784)
         assert sum(p.numel() for p in G.parameters()) == expected
 
+    def test_cnn_pair(self):
+        G, D = build_models(get_preset("cnn-bgan"))
+        assert type(G) is LogitsGenerator and type(D) is DCGANDiscriminator
+
     def test_optimizers(self):
-        opt_g, opt_d = bgan.make_optimizers(bgan.MLPGenerator(), bgan.mlp_discriminator())
-        for opt in (opt_g, opt_d):
+        objective = objectives.make_objective(get_preset("mlp-bgan"))
+        G, D = build_models(get_preset("mlp-bgan"))
+        for opt in (objective.optimizer(G), objective.optimizer(D)):
+            assert type(opt) is torch.optim.Adam
             assert opt.defaults["lr"] == 1e-4 and opt.defaults["betas"] == (0.5, 0.999)
 
 
 # ----------------------------------------------------------------------------------------------
-# Training step
+# Training step: one D update, then one G update, through the objective (as the trainer does)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -244,40 +349,57 @@ def bar_images(n: int) -> torch.Tensor:
     return images
 
 
-def make_run(seed: int, lr: float = 1e-3, arch: str = "mlp", z_dim: int = 16):
+def make_run(seed: int, lr: float = 1e-3, arch: str = "mlp", z_dim: int = 16, m: int = 4):
+    config = get_preset(f"{arch}-bgan").replace(lr=lr, latent_dim=z_dim, bgan_samples=m)
     torch.manual_seed(seed)
-    if arch == "mlp":
-        G, D = bgan.MLPGenerator(z_dim=z_dim), bgan.mlp_discriminator()
-    else:
-        G, D = bgan.DCGANGenerator(z_dim=z_dim), bgan.DCGANDiscriminator()
-    opt_g, opt_d = bgan.make_optimizers(G, D, lr=lr)
-    return G, D, opt_g, opt_d, torch.Generator().manual_seed(seed)
+    G, D = build_models(config)
+    objective = objectives.make_objective(config)
+    return config, objective, G, D, objective.optimizer(G), objective.optimizer(D)
 
 
-def run_steps(steps, seed=0, batch=16, m=4, **kwargs):
-    G, D, opt_g, opt_d, gen = make_run(seed, **kwargs)
+def bgan_step(objective, G, D, opt_g, opt_d, real, z) -> dict[str, float]:
+    """The trainer's step for BGAN: critic_steps(step) = 1 D update on real vs fake(G, z), then
+    one G update with g_loss on the same z and fakes, D frozen."""
+    fake = objective.fake(G, z)
+    d_out = objective.d_loss(D, real, fake)
+    opt_d.zero_grad(set_to_none=True)
+    d_out["loss"].backward()
+    opt_d.step()
+    objective.after_d_step(D)
+    D.requires_grad_(False)
+    g_out = objective.g_loss(G, D, z, fake)
+    opt_g.zero_grad(set_to_none=True)
+    g_out["loss"].backward()
+    opt_g.step()
+    D.requires_grad_(True)
+    stats = {"loss_d": d_out.pop("loss"), "loss_g": g_out.pop("loss"), **d_out, **g_out}
+    return {key: float(value.detach()) for key, value in stats.items()}
+
+
+def run_steps(steps, seed=0, batch=16, **kwargs):
+    config, objective, G, D, opt_g, opt_d = make_run(seed, **kwargs)
     real = bar_images(batch)
     history = []
     for _ in range(steps):
-        z = bgan.sample_prior(batch, G.z_dim, gen)
-        history.append(bgan.bgan_step(G, D, opt_g, opt_d, real, z, m=m, generator=gen))
+        z = sample_latent(config, batch)
+        history.append(bgan_step(objective, G, D, opt_g, opt_d, real, z))
     return G, D, history
 
 
 class TestStep:
-    @pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+    @pytest.mark.parametrize("arch", ["mlp", "cnn"])
     def test_one_step_updates_both(self, arch):
-        G, D, opt_g, opt_d, gen = make_run(0, arch=arch)
+        config, objective, G, D, opt_g, opt_d = make_run(0, arch=arch, m=3)
         g0 = [p.detach().clone() for p in G.parameters()]
         d0 = [p.detach().clone() for p in D.parameters()]
-        out = bgan.bgan_step(G, D, opt_g, opt_d, bar_images(4), bgan.sample_prior(4, 16, gen),
-                             m=3, generator=gen)
+        out = bgan_step(objective, G, D, opt_g, opt_d, bar_images(4), sample_latent(config, 4))
         assert set(out) == {"loss_d", "loss_g", "d_real", "d_fake", "ink_density",
                             "effective_samples"}
-        assert all(isinstance(v, float) and math.isfinite(v) for v in out.values())
+        assert all(math.isfinite(v) for v in out.values())
         assert 1.0 <= out["effective_samples"] <= 3.0
         assert all(not torch.equal(a, b) for a, b in zip(g0, G.parameters()))
         assert all(not torch.equal(a, b) for a, b in zip(d0, D.parameters()))
+        assert all(p.requires_grad for p in D.parameters())  # unfrozen again
 
     def test_reproducible(self):
         G1, _, h1 = run_steps(5, seed=3)
@@ -288,10 +410,11 @@ class TestStep:
             assert torch.equal(a, b)
 
     def test_rejects_integer_real_batch(self):
-        G, D, opt_g, opt_d, gen = make_run(0)
-        with pytest.raises(ValueError, match="real_batch must be a floating tensor"):
-            bgan.bgan_step(G, D, opt_g, opt_d, bar_images(2).to(torch.uint8),
-                           bgan.sample_prior(2, 16), m=2, generator=gen)
+        # The trainer's batches are float32 (data.BatchStream); D refuses integer images.
+        config, objective, G, D, opt_g, opt_d = make_run(0)
+        with pytest.raises(RuntimeError):
+            bgan_step(objective, G, D, opt_g, opt_d, bar_images(2).to(torch.uint8),
+                      sample_latent(config, 2))
 
     def test_learns_toy_target(self):
         # From density 0.5 toward the bars' 0.143 (0.28 after 100 steps when measured; the
@@ -306,18 +429,19 @@ class TestStep:
     def test_generator_loss_descends_against_fixed_critic(self):
         # A fixed critic that prefers less ink: log w = -(number of on-pixels) / 10. Minimising
         # L_G alone must move G's samples toward it.
+        config = get_preset("mlp-bgan").replace(latent_dim=8, bgan_samples=8)
         torch.manual_seed(0)
-        G = bgan.MLPGenerator(z_dim=8)
+        G = LogitsGenerator(config)
+        critic = TableCritic(torch.full((784,), -0.1), dtype=torch.float32)
+        objective = BGAN(config)
         opt = torch.optim.Adam(G.parameters(), lr=1e-3)
-        gen = torch.Generator().manual_seed(0)
         densities = []
         for _ in range(30):
-            logits = G(bgan.sample_prior(8, 8, gen))
-            samples = bgan.sample_bernoulli(logits, 8, gen)
-            d_logits = -samples.flatten(2).sum(dim=2) / 10
-            loss = bgan.bgan_generator_loss(logits, samples, d_logits)
+            z = sample_latent(config, 8)
+            fake = objective.fake(G, z)
+            out = objective.g_loss(G, critic, z, fake)
             opt.zero_grad()
-            loss.backward()
+            out["loss"].backward()
             opt.step()
-            densities.append(samples.mean().item())
+            densities.append(out["ink_density"].item())
         assert densities[-1] < densities[0] - 0.05

@@ -1,4 +1,5 @@
-"""Tests of the BinaryGAN example (examples/binarygan): presets, models, losses, data, runs."""
+"""Tests of the BinaryGAN example (examples/binarygan): presets, models, objectives, data,
+runs."""
 
 from __future__ import annotations
 
@@ -20,11 +21,15 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from examples.binarygan import data, losses  # noqa: E402
+from examples.binarygan import data, objectives  # noqa: E402
 from examples.binarygan.__main__ import main  # noqa: E402
-from examples.binarygan.config import PRESETS, Config, critic_steps, get_preset  # noqa: E402
-from examples.binarygan.models import AffineNorm, build_models, count_parameters  # noqa: E402
-from examples.binarygan.train import CHECKPOINT, generate, load_checkpoint, train  # noqa: E402
+from examples.binarygan.checkpoint import CHECKPOINT, load_checkpoint  # noqa: E402
+from examples.binarygan.config import PRESETS, Config, get_preset  # noqa: E402
+from examples.binarygan.generate import generate  # noqa: E402
+from examples.binarygan.models import (AffineNorm, build_models, count_parameters,  # noqa: E402
+                                       sample_latent)
+from examples.binarygan.objectives import make_objective  # noqa: E402
+from examples.binarygan.train import train  # noqa: E402
 from tests.conftest import MNIST_DIR  # noqa: E402
 
 needs_mnist = pytest.mark.skipif(
@@ -34,7 +39,7 @@ needs_mnist = pytest.mark.skipif(
 ENV = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.example, pytest.mark.usefixtures("one_thread")]
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
@@ -98,21 +103,27 @@ def test_presets_cover_the_paper():
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
-def test_bgan_presets_follow_spec_section_3(arch):
+def test_bgan_presets_follow_their_paper(arch):
     config = get_preset(f"{arch}-bgan")
     assert (config.objective, config.output, config.prior, config.latent_dim) == (
         "bgan", "logits", "uniform", 64)
     assert (config.batch_size, config.lr, config.betas, config.bgan_samples) == (
         64, 1e-4, (0.5, 0.999), 20)
-    assert [critic_steps(g, config) for g in (0, 1, 500)] == [1, 1, 1] and not config.anneals
+    objective = make_objective(config)
+    assert isinstance(objective, objectives.BGAN) and not config.anneals
+    assert [objective.critic_steps(g) for g in (0, 1, 500)] == [1, 1, 1]
     g, d = build_models(config)
-    z = torch.rand(3, 64)
+    z = sample_latent(config, 3, rng=torch.Generator().manual_seed(0))
+    assert z.shape == (3, 64) and 0 <= z.min() and z.max() < 1  # U[0, 1)^64
     logits = g(z)
-    assert logits.shape == (3, 1, 28, 28) and d(g.probability(z)).numel() == 3
+    assert logits.shape == (3, 1, 28, 28) and d(g.probability(z)).shape == (3,)
+    torch.testing.assert_close(g.logits(z), logits)
     torch.testing.assert_close(g.probability(z), torch.sigmoid(logits))
-    with pytest.raises(ValueError, match="objective bgan goes with output logits"):
+    with pytest.raises(ValueError, match="objective 'bgan' trains output logits; got output "
+                                         "'sbn'"):
         config.replace(output="sbn")
-    with pytest.raises(ValueError, match="objective bgan goes with output logits"):
+    with pytest.raises(ValueError, match="objective 'wgangp' trains output .*; got output "
+                                         "'logits'"):
         get_preset("mlp-wgangp-sbn").replace(output="logits")
     with pytest.raises(ValueError, match="batchnorm must be batch-hidden"):
         config.replace(batchnorm="affine")
@@ -159,8 +170,36 @@ def test_shapes_and_outputs():
             assert x.shape == (5, 1, 28, 28) and d(x).shape == (5,)
             if output != "real":
                 assert set(x.unique().tolist()) <= {0.0, 1.0}
+            assert g.logits(z).shape == (5, 1, 28, 28)
             p = g.probability(z)
             assert ((p >= 0) & (p <= 1)).all()
+            if output != "dbn":  # p = sigmoid(slope * a), slope 1 before any annealing
+                torch.testing.assert_close(p, torch.sigmoid(g.logits(z)))
+            binary = g.binary_samples(z, torch.Generator().manual_seed(0))
+            assert binary.shape == (5, 1, 28, 28) and set(binary.unique().tolist()) <= {0.0, 1.0}
+            assert g.training  # binary_samples runs in eval mode and restores the mode
+
+
+@pytest.mark.parametrize("binarize", ["threshold", "sample"])
+def test_binary_samples_of_probability_models(binarize):
+    """The real-valued model and BGAN's G are binarized by ``binarize``: p > 0.5, or a
+    Bernoulli draw from the given generator (reproducible, mean p)."""
+    for preset in ("mlp-wgangp-real", "mlp-bgan"):
+        config = get_preset(preset)
+        g, _ = build_models(config)
+        z = sample_latent(config, 200, rng=torch.Generator().manual_seed(1))
+        g.eval()
+        with torch.no_grad():
+            p = g.probability(z)
+        a = g.binary_samples(z, torch.Generator().manual_seed(2), binarize)
+        b = g.binary_samples(z, torch.Generator().manual_seed(2), binarize)
+        assert torch.equal(a, b) and set(a.unique().tolist()) <= {0.0, 1.0}
+        if binarize == "threshold":
+            assert torch.equal(a, (p > 0.5).to(a.dtype))
+        else:
+            assert abs(a.mean().item() - p.mean().item()) < 0.01
+            assert not torch.equal(a, g.binary_samples(z, torch.Generator().manual_seed(3),
+                                                       binarize))
 
 
 def test_initialization():
@@ -183,16 +222,62 @@ def test_affine_norm_is_frozen_batchnorm():
     torch.testing.assert_close(norm(x), frozen(x))
 
 
-def test_critic_schedule():
-    config = get_preset("mlp-wgan-dbn")
-    steps = {g: critic_steps(g, config) for g in (0, 1, 24, 25, 26, 499, 500, 501, 1000, 1001)}
+@pytest.mark.parametrize("name", ["gan", "wgan", "wgangp"])
+def test_critic_schedule(name):
+    objective = make_objective(get_preset(f"mlp-{name}-dbn"))
+    steps = {g: objective.critic_steps(g)
+             for g in (0, 1, 24, 25, 26, 499, 500, 501, 1000, 1001)}
     assert steps == {0: 100, 1: 100, 24: 100, 25: 5, 26: 5, 499: 5, 500: 100, 501: 5,
                      1000: 100, 1001: 5}
     # 20 epochs of 1,093 batches: 21,860 G steps
-    assert sum(critic_steps(g, config) == 100 for g in range(21_860)) == 25 + 43
+    assert sum(objective.critic_steps(g) == 100 for g in range(21_860)) == 25 + 43
 
 
-# ---- losses --------------------------------------------------------------------------------
+def test_objectives_registry_and_optimizers():
+    assert set(objectives.OBJECTIVES) == {"gan", "wgan", "wgangp", "bgan"}
+    module = torch.nn.Linear(2, 1)
+    for preset, cls, optimizer in [("mlp-gan-sbn", objectives.GAN, torch.optim.Adam),
+                                   ("mlp-wgan-sbn", objectives.WGAN, torch.optim.RMSprop),
+                                   ("mlp-wgangp-sbn", objectives.WGANGP, torch.optim.Adam),
+                                   ("mlp-bgan", objectives.BGAN, torch.optim.Adam)]:
+        config = get_preset(preset)
+        objective = make_objective(config)
+        assert type(objective) is cls and objective.config is config
+        opt = objective.optimizer(module)
+        assert type(opt) is optimizer and opt.defaults["lr"] == 1e-4
+        if optimizer is torch.optim.Adam:
+            assert opt.defaults["betas"] == config.betas
+    assert get_preset("mlp-gan-sbn").betas == (0.5, 0.9)
+    assert get_preset("mlp-bgan").betas == (0.5, 0.999)
+    # each objective says which outputs it trains; the config refuses the others
+    for name, cls in objectives.OBJECTIVES.items():
+        for output in ("dbn", "sbn", "real", "logits"):
+            ok = output in cls.outputs
+            assert ok == ((name == "bgan") == (output == "logits")), (name, output)
+            base = get_preset("mlp-bgan" if name == "bgan" else f"mlp-{name}-sbn")
+            if ok:
+                cls.check(base.replace(output=output))
+            else:
+                with pytest.raises(ValueError, match=f"objective '{name}' trains output"):
+                    base.replace(output=output)
+
+
+# ---- objectives ----------------------------------------------------------------------------
+
+IDENTITY = torch.nn.Identity()  # as D (or G): its logits are its input, for losses by hand
+
+
+class LinearCritic(torch.nn.Module):
+    """D(x) = flatten(x) @ w: its input gradient is w everywhere. Records its inputs."""
+
+    def __init__(self, w) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.as_tensor(w, dtype=torch.float32))
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, x):
+        self.inputs.append(x.detach().clone())
+        return x.flatten(1) @ self.w
 
 
 def test_gan_losses_by_hand():
@@ -200,37 +285,85 @@ def test_gan_losses_by_hand():
     softplus = lambda v: math.log1p(math.exp(v))  # noqa: E731  BCE(l, 1) = softplus(-l)
     expected_d = (softplus(-2.0) + softplus(0.0)) / 2 + (softplus(-1.0) + softplus(0.0)) / 2
     expected_g = (softplus(1.0) + softplus(0.0)) / 2
-    assert losses.discriminator_loss("gan", real, fake).item() == pytest.approx(expected_d)
-    assert losses.generator_loss("gan", fake).item() == pytest.approx(expected_g)
+    gan = make_objective(get_preset("mlp-gan-sbn"))
+    assert gan.d_loss(IDENTITY, real, fake)["loss"].item() == pytest.approx(expected_d)
+    assert gan.generator_loss(fake).item() == pytest.approx(expected_g)
+    # g_loss = generator_loss(D(G(z))); here G(z) = z = the fake logits
+    assert gan.g_loss(IDENTITY, IDENTITY, fake, None)["loss"].item() == pytest.approx(expected_g)
     zero = torch.zeros(3)
-    assert losses.discriminator_loss("gan", zero, zero).item() == pytest.approx(2 * math.log(2))
+    assert gan.d_loss(IDENTITY, zero, zero)["loss"].item() == pytest.approx(2 * math.log(2))
 
 
 @pytest.mark.parametrize("objective", ["wgan", "wgangp"])
 def test_wasserstein_losses_by_hand(objective):
     real, fake = torch.tensor([1.0, 3.0]), torch.tensor([0.5, -1.5])
-    assert losses.discriminator_loss(objective, real, fake).item() == pytest.approx(-2.5)
-    assert losses.generator_loss(objective, fake).item() == pytest.approx(0.5)
+    wasserstein = make_objective(get_preset(f"mlp-{objective}-sbn"))
+    assert wasserstein.generator_loss(fake).item() == pytest.approx(0.5)
+    assert wasserstein.g_loss(IDENTITY, IDENTITY, fake, None)["loss"].item() == pytest.approx(0.5)
+    # D's loss with the penalty: test_wgangp_loss_by_hand
+    if objective == "wgan":
+        assert wasserstein.d_loss(IDENTITY, real, fake)["loss"].item() == pytest.approx(-2.5)
+
+
+def test_wgangp_loss_by_hand():
+    netD = LinearCritic([3.0, 4.0])  # input gradient norm 5: penalty (5 - 1)^2 = 16 for any e
+    real = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # D: 3, 7
+    fake = torch.tensor([[0.0, 0.0], [0.0, 1.0]])  # D: 0, 4
+    out = make_objective(get_preset("mlp-wgangp-sbn")).d_loss(netD, real, fake)
+    assert out["d_loss"].item() == pytest.approx(2.0 - 5.0)  # logged without the penalty
+    assert out["gp"].item() == pytest.approx(16.0)
+    assert out["loss"].item() == pytest.approx(-3.0 + 10 * 16.0)  # gp_weight 10
+    out["loss"].backward()  # through the penalty's double backward
+    # d/dw: mean fake - mean real = (-1, 0); 10 * 2 (|w| - 1) w / |w| = (48, 64)
+    torch.testing.assert_close(netD.w.grad, torch.tensor([47.0, 64.0]))
 
 
 def test_gradient_penalty_by_hand():
     w = torch.tensor([3.0, 4.0], requires_grad=True)
     linear = lambda x: x @ w  # noqa: E731  gradient w, norm 5
-    penalty = losses.gradient_penalty(linear, torch.zeros(2, 2))
+    penalty = objectives.gradient_penalty(linear, torch.zeros(2, 2))
     assert penalty.item() == pytest.approx(16.0)
     penalty.backward()  # d/dw (|w| - 1)^2 = 2 (|w| - 1) w / |w|
     torch.testing.assert_close(w.grad, torch.tensor([4.8, 6.4]))
     square = lambda x: (x ** 2).sum(1)  # noqa: E731  gradient 2x
     xhat = torch.tensor([[0.0, 0.0], [1.5, 2.0], [0.3, 0.4]])  # norms 0, 5, 1
-    assert losses.gradient_penalty(square, xhat).item() == pytest.approx((1 + 16 + 0) / 3)
+    assert objectives.gradient_penalty(square, xhat).item() == pytest.approx((1 + 16 + 0) / 3)
 
 
 def test_interpolation_is_per_sample():
+    """WGAN-GP's penalty is taken at xhat = e x + (1 - e) G(z), one e ~ U[0, 1) per sample."""
     real, fake = torch.ones(4, 1, 3, 3), torch.zeros(4, 1, 3, 3)
-    xhat = losses.interpolate(real, fake, torch.Generator().manual_seed(0))
+    netD = LinearCritic(torch.ones(9))
+    torch.manual_seed(0)
+    make_objective(get_preset("mlp-wgangp-sbn")).d_loss(netD, real, fake)
+    assert len(netD.inputs) == 3  # D(fake), D(real), D(xhat)
+    xhat = netD.inputs[-1]
     e = xhat[:, 0, 0, 0]
     assert ((e >= 0) & (e < 1)).all() and len(set(e.tolist())) == 4
     torch.testing.assert_close(xhat, e.view(4, 1, 1, 1).expand_as(xhat))
+
+
+def test_wgan_clips_discriminator_weights():
+    config = get_preset("mlp-wgan-sbn")
+    _, netD = build_models(config)
+    with torch.no_grad():
+        for parameter in netD.parameters():
+            parameter.uniform_(-1, 1)
+    before = [p.detach().clone() for p in netD.parameters()]
+    for other in ("mlp-gan-sbn", "mlp-wgangp-sbn"):  # the others leave D alone
+        make_objective(get_preset(other)).after_d_step(netD)
+        assert all(torch.equal(a, b) for a, b in zip(before, netD.parameters()))
+    make_objective(config).after_d_step(netD)
+    for a, b in zip(before, netD.parameters()):
+        assert torch.equal(b, a.clamp(-config.clip_value, config.clip_value))
+
+
+def test_binarygan_fakes_carry_no_gradient():
+    config = get_preset("mlp-wgangp-sbn")
+    netG, _ = build_models(config)
+    fake = make_objective(config).fake(netG, sample_latent(config, 4))
+    assert fake.shape == (4, 1, 28, 28) and not fake.requires_grad
+    assert set(fake.unique().tolist()) <= {0.0, 1.0}
 
 
 # ---- data ----------------------------------------------------------------------------------
@@ -240,6 +373,31 @@ def test_binarize():
     images = torch.tensor([[0, 1], [128, 255]], dtype=torch.uint8)
     out = data.binarize(images)
     assert out.dtype == torch.float32 and out.tolist() == [[0.0, 1.0], [1.0, 1.0]]
+    out = data.binarize(images, torch.uint8)
+    assert out.dtype == torch.uint8 and out.tolist() == [[0, 1], [1, 1]]
+
+
+def test_batch_stream():
+    """Batches are binarized float32 B x 1 x 28 x 28, a pure function of the seed and the
+    number drawn (its one integer of state), each epoch a permutation, sharded by rank."""
+    images = torch.from_numpy(synthetic_digits(20))
+    stream = data.BatchStream(images, 4, seed=3)
+    assert stream.batches_per_epoch == 5
+    batches = [stream.next() for _ in range(12)]
+    assert all(b.shape == (4, 1, 28, 28) and b.dtype == torch.float32 for b in batches)
+    assert set(torch.cat(batches).unique().tolist()) == {0.0, 1.0}
+    first_epoch = torch.cat(batches[:5]).flatten(1)
+    assert torch.equal(first_epoch.sum(0), data.binarize(images).flatten(1).sum(0))
+    assert not torch.equal(torch.cat(batches[:5]), torch.cat(batches[5:10]))  # reshuffled
+    restored = data.BatchStream(images, 4, seed=3)
+    restored.position = 7
+    assert torch.equal(restored.next(), batches[7]) and restored.position == 8
+    ranks = [data.BatchStream(images, 2, seed=3, rank=r, world=2) for r in (0, 1)]
+    assert ranks[0].batches_per_epoch == 5
+    shards = [torch.cat([s.next() for _ in range(5)]) for s in ranks]
+    assert torch.equal(torch.cat(shards).flatten(1).sum(0), first_epoch.sum(0))  # a partition
+    with pytest.raises(data.DataError, match="20 images make no full batch of 21"):
+        data.BatchStream(images, 21, seed=0)
 
 
 @needs_mnist
@@ -418,7 +576,11 @@ def test_exact_resume(tiny_dir, tmp_path, preset, batches, batchnorm):
     assert_same_state(a["generator"], b["generator"])
     assert_same_state(a["discriminator"], b["discriminator"])
     assert a["annealer"] == b["annealer"]
-    assert torch.equal(a["rng"]["processes"][0]["torch"], b["rng"]["processes"][0]["torch"])
+    assert len(a["rng"]) == len(b["rng"]) == 1  # one RNG state per process
+    assert torch.equal(a["rng"][0]["torch"], b["rng"][0]["torch"])
+    assert a["stream_position"] == b["stream_position"]
+    if config.objective == "wgan":  # the trainer clips D after every update
+        assert all(v.abs().max() <= config.clip_value for v in b["discriminator"].values())
     assert (whole / "log.jsonl").read_text().count("\n") == 5
     assert [json.loads(x)["step"] for x in (parts / "log.jsonl").read_text().splitlines()] == [
         2, 4, 6, 8, 10]
@@ -426,7 +588,8 @@ def test_exact_resume(tiny_dir, tmp_path, preset, batches, batchnorm):
 
 def test_resume_after_kill(tiny_dir, tmp_path):
     """SIGKILL a training process once it has checkpointed; --resume must finish the run with
-    the weights of an uninterrupted run, bit for bit."""
+    the weights of an uninterrupted run, bit for bit, and its log (records after the last
+    checkpoint dropped, then logged again) must be the uninterrupted run's."""
     steps = 60
     config = tiny_config("mlp-wgangp-sbn", tiny_dir, max_steps=steps, checkpoint_every=2)
     killed = tmp_path / "killed"
@@ -456,6 +619,11 @@ def test_resume_after_kill(tiny_dir, tmp_path):
     assert b["g_step"] == steps, f"killed at step {stopped_at}"
     assert_same_state(a["generator"], b["generator"])
     assert_same_state(a["discriminator"], b["discriminator"])
+    logs = [[json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+            for run in (whole, killed)]
+    assert [r["step"] for r in logs[1]] == [r["step"] for r in logs[0]] == list(range(2, 61, 2))
+    for key in ("d_loss", "g_loss", "gp", "slope"):
+        assert [r[key] for r in logs[1]] == [r[key] for r in logs[0]], key
 
 
 def torchrun(*args: str) -> subprocess.CompletedProcess:
@@ -484,7 +652,7 @@ def test_two_processes_gloo(tiny_dir, tmp_path, preset, extra):
     assert "2 processes" in result.stdout
     assert result.stdout.count("done:") == 1  # rank 0 alone reports
     checkpoint = load_checkpoint(out)
-    assert checkpoint["world_size"] == 2 and len(checkpoint["rng"]["processes"]) == 2
+    assert checkpoint["world_size"] == 2 and len(checkpoint["rng"]) == 2
     assert checkpoint["stream_position"] == 5  # 64 images / 2 ranks / batch 8 = 4 per epoch
     assert (out / "samples.png").is_file()
     if preset == "mlp-wgangp-sbn":
@@ -507,7 +675,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_dry_run():
     result = run_cli("train", "--preset", "cnn-wgangp-sbn", "--dry-run", "--threads", "1")
     assert result.returncode == 0, result.stderr
-    assert "G 216,227 + D 313,985 = 530,212 parameters" in result.stdout
+    assert "cnn-wgangp-sbn: G 216,227 + D 313,985 parameters" in result.stdout
+    assert "dry run: " in result.stdout
 
 
 def test_cli_missing_data_dir(tmp_path):
@@ -519,15 +688,19 @@ def test_cli_missing_data_dir(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_cli_errors_in_process(tmp_path, capsys):
+def test_cli_errors_in_process(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default run directory is runs/PRESET under the cwd
     (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8bnot gzip at all")
     assert main(["train", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert main(["train", "--data-dir", str(tmp_path / "empty")]) == 2
     assert main(["generate", str(tmp_path), "--out", str(tmp_path / "x.npy")]) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
+    assert "Traceback" not in err
     assert "gzip" in lines[0] and "no such data directory" in lines[1]
     assert "not a run directory" in lines[2]
+    assert not (tmp_path / "r").exists() and not (tmp_path / "runs").exists()
 
 
 def test_cli_resume_refuses_changed_settings(tiny_dir, tmp_path, capsys):
@@ -537,11 +710,15 @@ def test_cli_resume_refuses_changed_settings(tiny_dir, tmp_path, capsys):
               "--no-progress", "--threads", "1"]
     assert main(common + ["--max-steps", "1"]) == 0
     assert main(common + ["--max-steps", "2", "--resume", "--lr", "0.1"]) == 2
-    assert "cannot change lr" in capsys.readouterr().err
-    assert main(common + ["--max-steps", "2", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "with changed settings: lr (0.0001 -> 0.1)" in err
+    assert load_checkpoint(out)["g_step"] == 1  # refused before anything was trained
+    assert main(common + ["--max-steps", "2", "--resume", "--log-every", "5"]) == 0  # resumable
     assert load_checkpoint(out)["g_step"] == 2
     assert main(common[:2] + ["mlp-gan-sbn"] + common[3:] + ["--resume"]) == 2
-    assert "holds a run of preset 'mlp-wgan-sbn'" in capsys.readouterr().err
+    assert "changed settings: preset ('mlp-wgan-sbn' -> 'mlp-gan-sbn')" in (
+        capsys.readouterr().err)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a GPU")

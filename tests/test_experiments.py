@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -17,11 +16,12 @@ if str(REPO) not in sys.path:
 from examples.binarygan import experiments  # noqa: E402
 from examples.binarygan.__main__ import main  # noqa: E402
 from examples.binarygan.config import get_preset  # noqa: E402
+from examples.binarygan.report import EXPERIMENTS, claims, p_shape  # noqa: E402
 from examples.binarygan.train import train  # noqa: E402
 from tests.test_binarygan import synthetic_digits, write_idx  # noqa: E402
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.example, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture
@@ -140,7 +140,7 @@ def test_experiments_smoke(tiny_dir, tmp_path, cache, capsys):
     for name in ("results.md", "results.json", "samples.png", "histograms.png"):
         assert (out / name).is_file(), name
     report = json.loads((out / "results.json").read_text())
-    presets = {p for _, runs in experiments.EXPERIMENTS.values() for p in runs}
+    presets = {p for _, runs in EXPERIMENTS.values() for p in runs}
     assert {row["run"] for row in report["rows"]} == presets  # each run trained once
     assert [c["id"] for c in report["claims"]] == ["1", "2", "3", "4"]
     assert all(c["verdict"] and c["numbers"] for c in report["claims"])
@@ -148,6 +148,7 @@ def test_experiments_smoke(tiny_dir, tmp_path, cache, capsys):
     for claim in range(1, 5):
         assert f"**Claim {claim}:" in markdown
     assert "| mlp-bgan | 2 |" in markdown and "smoke budget" in markdown
+    assert "evaluated on 64 samples" in markdown and report["num_samples"] == 64
     assert report["errors"] == {} and report["bgan"] is not None
     for preset in presets:
         metrics = json.loads((out / "runs" / preset / "metrics.json").read_text())
@@ -200,15 +201,33 @@ def test_claims_follow_the_numbers():
         "mlp-wgan-sbn": _metrics(u_shape, fd=12.0),
         "cnn-wgangp-sbn": _metrics(u_shape, isolated=0.01),
     }
-    lines = experiments.claims({p: {"metrics": m} for p, m in results.items()}, "test")
+    lines = claims({p: {"metrics": m} for p, m in results.items()}, "test")
     assert [line["verdict"] for line in lines] == ["confirmed"] * 4
     # the other way round
     results["mlp-wgangp-dbn"], results["mlp-wgangp-real"] = (
         _metrics(u_shape, fd=40.0), _metrics(flat_notched))
     results["mlp-gan-sbn"] = _metrics(u_shape, fd=11.0)
     results["cnn-wgangp-sbn"] = _metrics(u_shape, isolated=0.2)
-    lines = experiments.claims({p: {"metrics": m} for p, m in results.items()}, "test")
+    lines = claims({p: {"metrics": m} for p, m in results.items()}, "test")
     assert [line["verdict"] for line in lines[:2]] + [lines[3]["verdict"]] == ["refuted"] * 3
     assert lines[2]["verdict"] == "partly confirmed"  # WGAN similar, no collapse
-    shape = experiments.p_shape(_metrics(flat_notched))
+    shape = p_shape(_metrics(flat_notched))
     assert shape["notch"] < 1 and shape["middle"] > 0.8
+    u = p_shape(_metrics(u_shape))
+    assert u["first"] == pytest.approx(30 / 98) and u["last"] == pytest.approx(20 / 98)
+    assert u["edges"] == pytest.approx(50 / 98) and u["middle"] == pytest.approx(40 / 98)
+
+
+def test_budgets():
+    """Every run of a budget trains the same number of generator steps: quick caps each at
+    QUICK_STEPS, paper trains 20 epochs; both cover every run of the experiments."""
+    presets = {p for _, runs in EXPERIMENTS.values() for p in runs}
+    quick, paper = experiments.BUDGETS["quick"], experiments.BUDGETS["paper"]
+    assert set(quick["steps"]) == set(paper["steps"]) == presets
+    assert set(quick["steps"].values()) == {experiments.QUICK_STEPS}
+    assert set(paper["steps"].values()) == {None}
+    configs = experiments.run_configs("quick", "/data")
+    assert {c.max_steps for c in configs.values()} == {experiments.QUICK_STEPS}
+    assert all(c.data_dir == "/data" and c.threads == 1 for c in configs.values())
+    with pytest.raises(ValueError, match="unknown budget"):
+        experiments.run_experiments(Path("unused"), "fast")

@@ -1,4 +1,6 @@
-"""Tests of the sample-evaluation metrics (examples/binarygan/metrics.py).
+"""Tests of the sample-evaluation metrics (examples/binarygan/metrics.py), their reference
+(examples/binarygan/reference.py: the digit classifier, its cache, evaluate_samples) and the
+histogram of p (examples/binarygan/plots.py).
 
 The separation tests train the digit classifier on 8,000 of the 10,000 real MNIST test digits
 in ../shared/data/mnist (a few seconds on one thread) and compare held-out real digits with
@@ -20,12 +22,14 @@ from hypothesis import strategies as st
 
 from examples.binarygan import data
 from examples.binarygan import metrics as M
+from examples.binarygan import reference as R
+from examples.binarygan.plots import preactivation_histogram
 from tests.conftest import MNIST_DIR
 
 N_TRAIN, N_REF = 8000, 1000  # classifier training digits; held-out reference digits
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.example, pytest.mark.usefixtures("one_thread")]
 
 
 def random_binary(n: int, density: float = 0.2, seed: int = 0) -> np.ndarray:
@@ -91,6 +95,24 @@ class TestCheckBinaryImages:
     def test_wrong_type(self):
         with pytest.raises(TypeError, match="numpy array or a torch tensor, got list"):
             M.check_binary_images([[0, 1]])
+
+
+class TestCheckLabels:
+    def test_accepted(self):
+        for labels in ([0, 9, 3], np.array([0, 9, 3], np.uint8), torch.tensor([0, 9, 3])):
+            out = M.check_labels(labels, 3, "labels")
+            assert out.dtype == np.int64 and out.tolist() == [0, 9, 3]
+
+    @pytest.mark.parametrize("labels", [[0, 1], [0, 1, 2, 3], [[0, 1, 2]], [0.0, 1.0, 2.0]])
+    def test_wrong_shape_or_dtype(self, labels):
+        with pytest.raises(ValueError, match=r"labels has shape .*accepted: integer labels of "
+                                             r"shape \(3,\)"):
+            M.check_labels(np.asarray(labels), 3, "labels")
+
+    @pytest.mark.parametrize("bad", [-1, 10])
+    def test_out_of_range(self, bad):
+        with pytest.raises(ValueError, match="labels must lie in 0-9"):
+            M.check_labels([0, bad, 3], 3, "labels")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -225,13 +247,23 @@ class TestClassCoverage:
 class TestPreactivationHistogram:
     def test_uniform_density_is_one(self):
         p = (np.arange(5000) + 0.5) / 5000
-        out = M.preactivation_histogram(p)
+        out = preactivation_histogram(p)
         assert out["bins"] == 50 and len(out["density"]) == 50 and len(out["edges"]) == 51
         np.testing.assert_allclose(out["density"], 1.0)
+        assert out["counts"] == [100] * 50 and out["count"] == 5000
+
+    def test_counts_and_bins(self):
+        p = torch.tensor([[0.1, 0.2], [0.3, 0.9]])  # any shape; 4 bins of 0.25
+        out = preactivation_histogram(p, bins=4)
+        assert out["counts"] == [2, 1, 0, 1] and out["edges"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+        assert out["density"] == [2.0, 1.0, 0.0, 1.0]
+        json.dumps(out, allow_nan=False)
+        with pytest.raises(ValueError, match="bins must be >= 1"):
+            preactivation_histogram(p, bins=0)
 
     def test_first_and_last_bin(self):
         p = torch.tensor([0.0, 0.001, 0.5, 1.0])  # 1.0 falls in the last (closed) bin
-        out = M.preactivation_histogram(p)
+        out = preactivation_histogram(p)
         assert out["first_bin_fraction"] == 0.5 and out["last_bin_fraction"] == 0.25
         assert out["first_bin_density"] == 25.0 and out["last_bin_density"] == 12.5
         assert sum(out["density"]) / out["bins"] == pytest.approx(1.0)
@@ -239,7 +271,7 @@ class TestPreactivationHistogram:
     @pytest.mark.parametrize("bad", [[-0.1, 0.5], [0.5, 1.5], [float("nan")], []])
     def test_bad_values(self, bad):
         with pytest.raises(ValueError, match="p "):
-            M.preactivation_histogram(np.array(bad))
+            preactivation_histogram(np.array(bad))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -261,9 +293,9 @@ def toy_digits(n: int = 300, seed: int = 0):
 class TestClassifierCache:
     def test_training_is_reproducible(self):
         images, labels = toy_digits()
-        a = M.train_classifier(images, labels, epochs=1, seed=3)
-        b = M.train_classifier(images, labels, epochs=1, seed=3)
-        c = M.train_classifier(images, labels, epochs=1, seed=4)
+        a = R.train_classifier(images, labels, epochs=1, seed=3)
+        b = R.train_classifier(images, labels, epochs=1, seed=3)
+        c = R.train_classifier(images, labels, epochs=1, seed=4)
         for (name, pa), pb, pc in zip(a.state_dict().items(), b.state_dict().values(),
                                       c.state_dict().values()):
             assert torch.equal(pa, pb), name
@@ -272,88 +304,88 @@ class TestClassifierCache:
     def test_global_rng_untouched(self):
         images, labels = toy_digits(50)
         state = torch.get_rng_state()
-        M.train_classifier(images, labels, epochs=1)
+        R.train_classifier(images, labels, epochs=1)
         assert torch.equal(state, torch.get_rng_state())
 
     def test_cache_round_trip(self, tmp_path):
         images, labels = toy_digits()
-        model, info = M.load_or_train_classifier(images, labels, cache_dir=tmp_path, epochs=1)
+        model, info = R.load_or_train_classifier(images, labels, cache_dir=tmp_path, epochs=1)
         assert not info["from_cache"] and Path(info["cache_file"]).is_file()
         assert [p.name for p in tmp_path.iterdir()] == [Path(info["cache_file"]).name]  # no temp
-        again, info2 = M.load_or_train_classifier(images, labels, cache_dir=tmp_path, epochs=1)
+        again, info2 = R.load_or_train_classifier(images, labels, cache_dir=tmp_path, epochs=1)
         assert info2["from_cache"] and info2["cache_key"] == info["cache_key"]
         for pa, pb in zip(model.state_dict().values(), again.state_dict().values()):
             assert torch.equal(pa, pb)
 
     def test_key_depends_on_data_and_settings(self, tmp_path):
         images, labels = toy_digits(100)
-        _, base = M.load_or_train_classifier(images, labels, cache_dir=tmp_path, epochs=1)
+        _, base = R.load_or_train_classifier(images, labels, cache_dir=tmp_path, epochs=1)
         flipped = images.copy()
         flipped[0, 0, 0] ^= 1
-        _, other_data = M.load_or_train_classifier(flipped, labels, cache_dir=tmp_path, epochs=1)
-        _, other_seed = M.load_or_train_classifier(images, labels, cache_dir=tmp_path, epochs=1,
+        _, other_data = R.load_or_train_classifier(flipped, labels, cache_dir=tmp_path, epochs=1)
+        _, other_seed = R.load_or_train_classifier(images, labels, cache_dir=tmp_path, epochs=1,
                                                    seed=1)
         keys = {base["cache_key"], other_data["cache_key"], other_seed["cache_key"]}
         assert len(keys) == 3 and not other_data["from_cache"] and not other_seed["from_cache"]
 
     def test_corrupt_cache_is_retrained(self, tmp_path):
         images, labels = toy_digits(100)
-        _, info = M.load_or_train_classifier(images, labels, cache_dir=tmp_path, epochs=1)
+        _, info = R.load_or_train_classifier(images, labels, cache_dir=tmp_path, epochs=1)
         Path(info["cache_file"]).write_bytes(b"not a checkpoint")
         with pytest.warns(UserWarning, match="unreadable classifier cache"):
-            _, info2 = M.load_or_train_classifier(images, labels, cache_dir=tmp_path, epochs=1)
+            _, info2 = R.load_or_train_classifier(images, labels, cache_dir=tmp_path, epochs=1)
         assert not info2["from_cache"]
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            assert M.load_or_train_classifier(images, labels, cache_dir=tmp_path, epochs=1)[1][
+            assert R.load_or_train_classifier(images, labels, cache_dir=tmp_path, epochs=1)[1][
                 "from_cache"
             ]
 
     def test_no_cache(self, tmp_path, monkeypatch):
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
         images, labels = toy_digits(50)
-        _, info = M.load_or_train_classifier(images, labels, use_cache=False, epochs=1)
+        _, info = R.load_or_train_classifier(images, labels, use_cache=False, epochs=1)
         assert info["cache_file"] is None and not any(tmp_path.iterdir())
 
     def test_default_cache_dir(self, tmp_path, monkeypatch):
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-        assert M.default_cache_dir() == tmp_path / "binary_neurons"
+        assert R.default_cache_dir() == tmp_path / "binary_neurons"
 
     def test_bad_labels(self):
         images, labels = toy_digits(20)
         with pytest.raises(ValueError, match="labels has shape"):
-            M.train_classifier(images, labels[:-1])
+            R.train_classifier(images, labels[:-1])
         with pytest.raises(ValueError, match="must lie in 0-9"):
-            M.train_classifier(images, labels + 10)
+            R.train_classifier(images, labels + 10)
 
 
 def test_evaluate_samples_on_toy_reference(tmp_path):
     images, labels = toy_digits(400)
-    reference = M.make_reference(images[:300], labels[:300], images[300:], labels[300:],
+    reference = R.make_reference(images[:300], labels[:300], images[300:], labels[300:],
                                  cache_dir=tmp_path, epochs=3)
     assert reference.info["classifier_accuracy"] > 0.9
     p = np.random.default_rng(0).random(1000)
-    out = M.evaluate_samples(images[:50], reference, preactivations=p)
+    out = R.evaluate_samples(images[:50], reference, preactivations=p)
     json.dumps(out, allow_nan=False)  # JSON-serialisable, no NaN/inf
     assert out["exact_copy_rate"] == 1.0 and out["nearest_neighbour_hamming"]["max"] == 0
     assert out["num_samples"] == 50 and "preactivation_histogram" in out
-    single = M.evaluate_samples(images[:1], reference, nearest_neighbours=False)
+    single = R.evaluate_samples(images[:1], reference, nearest_neighbours=False)
     assert single["frechet_distance"] is None and "exact_copy_rate" not in single
 
 
 def test_reference_from_dataset(tmp_path):
     images, labels = toy_digits(200)
-    reference = M.reference_from_dataset(images, labels, heldout=0.25, cache_dir=tmp_path,
+    reference = R.reference_from_dataset(images, labels, heldout=0.25, cache_dir=tmp_path,
                                          epochs=1)
     info = reference.info
     assert (info["num_classifier_train"], info["num_heldout"], info["num_memorisation"]) == (
         150, 50, 200)
-    again = M.reference_from_dataset(images, labels, heldout=0.25, cache_dir=tmp_path, epochs=1)
+    again = R.reference_from_dataset(images, labels, heldout=0.25, cache_dir=tmp_path, epochs=1)
     assert again.info["from_cache"]  # the same seeded split: the same training set
     np.testing.assert_array_equal(again.real_features, reference.real_features)
     for bad in (0, 1, 200, 1.0, 0.0, "half", True):
         with pytest.raises(ValueError, match="heldout"):
-            M.reference_from_dataset(images, labels, heldout=bad, use_cache=False, epochs=1)
+            R.reference_from_dataset(images, labels, heldout=bad, use_cache=False, epochs=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -372,7 +404,7 @@ def mnist():
 @pytest.fixture(scope="module")
 def reference(mnist, tmp_path_factory):
     images, labels = mnist
-    return M.make_reference(
+    return R.make_reference(
         images[:N_TRAIN], labels[:N_TRAIN],
         images[N_TRAIN : N_TRAIN + N_REF], labels[N_TRAIN : N_TRAIN + N_REF],
         cache_dir=tmp_path_factory.mktemp("classifier_cache"), seed=0,
@@ -387,7 +419,7 @@ def scores(mnist, reference):
     noise = (rng.random(real.shape) < real.mean()).astype(np.uint8)
     heldout = slice(N_TRAIN, None)
     zeros = images[heldout][labels[heldout] == 0]
-    return {name: M.evaluate_samples(s, reference)
+    return {name: R.evaluate_samples(s, reference)
             for name, s in (("real", real), ("noise", noise), ("single", zeros))}
 
 
@@ -419,5 +451,5 @@ def test_single_class_shows_low_coverage(scores):
 
 def test_training_digits_are_exact_copies(mnist, reference):
     images, _ = mnist
-    out = M.evaluate_samples(images[:200], reference)
+    out = R.evaluate_samples(images[:200], reference)
     assert out["exact_copy_rate"] == 1.0 and out["nearest_neighbour_hamming"]["mean"] == 0.0

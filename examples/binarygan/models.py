@@ -1,9 +1,19 @@
-"""BinaryGAN generators and discriminators (SPEC section 2), MLP and CNN.
+"""Every network of the example: BinaryGAN's generators and discriminators (MLP and CNN) and
+discrete BGAN's logits generators and DCGAN-like discriminator.
 
-The generator ends in a binary-neuron layer from :mod:`binary_neurons` (or a plain sigmoid for
-the real-valued baseline). Its pre-activation ``a`` is exposed by
-:meth:`Generator.preactivation` so that the preactivated output ``p = sigmoid(slope * a)``
-can be plotted.
+All generators share one interface, which is all the trainer and ``generate`` use:
+
+- ``netG.logits(z)``: the output unit's input ``a`` (BinaryGAN) or the per-pixel logits ``l``
+  (BGAN), ``N x 1 x 28 x 28``;
+- ``netG.probability(z)``: the probability of each pixel being on, ``p = sigmoid(slope * a)``
+  (what the paper calls the preactivated output) or ``sigmoid(l)``;
+- ``netG(z, rng=None)``: what the discriminator sees in training: binary samples from the
+  binary-neuron layer, ``p`` itself for the real-valued model, the logits for BGAN (whose
+  objective draws its own samples);
+- ``netG.binary_samples(z, rng, binarize)``: hard 0/1 samples in evaluation mode, the one place
+  where a generator's output is turned into binary images.
+
+Every discriminator maps ``N x 1 x 28 x 28`` images to one logit per image, shape ``N``.
 """
 
 from __future__ import annotations
@@ -18,8 +28,8 @@ import binary_neurons as bn
 
 from .config import Config
 
-__all__ = ["AffineNorm", "SigmoidOutput", "Generator", "Discriminator", "build_models",
-           "count_parameters", "init_weights"]
+__all__ = ["AffineNorm", "Generator", "Discriminator", "LogitsGenerator",
+           "DCGANDiscriminator", "build_models", "sample_latent", "count_parameters"]
 
 IMAGE = (1, 28, 28)
 BN_EPS = 1e-3  # TensorFlow's batch-norm default
@@ -61,7 +71,7 @@ def norm_layer(kind: str, num_features: int, images: bool, output: bool = False)
 class SigmoidOutput(nn.Module):
     """The real-valued baseline's output unit: ``p = sigmoid(a)``, which D sees directly."""
 
-    def forward(self, input: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+    def forward(self, input: Tensor, rng: Optional[torch.Generator] = None) -> Tensor:
         return torch.sigmoid(input)
 
     def probability(self, input: Tensor) -> Tensor:
@@ -80,8 +90,41 @@ def output_unit(config: Config) -> nn.Module:
     return bn.StochasticBinary(estimator=estimator, slope=slope)
 
 
-class Generator(nn.Module):
-    """z (N x 128) -> pre-activation a (N x 1 x 28 x 28) -> output unit -> N x 1 x 28 x 28."""
+class _GeneratorBase(nn.Module):
+    """The shared generator interface (see the module docstring)."""
+
+    def logits(self, z: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def probability(self, z: Tensor) -> Tensor:
+        return torch.sigmoid(self.logits(z))
+
+    @torch.no_grad()
+    def binary_samples(self, z: Tensor, rng: Optional[torch.Generator] = None,
+                       binarize: str = "sample") -> Tensor:
+        """Binary images (``N x 1 x 28 x 28`` of 0/1) in evaluation mode, drawn from ``rng``.
+
+        A model whose pixels are probabilities (the real-valued baseline, BGAN) is binarized
+        by ``binarize``: ``"threshold"`` (p > 0.5) or ``"sample"`` (a Bernoulli draw, the
+        same draw as a stochastic binary neuron's, ``1[u < p]``). Binary-neuron generators
+        sample themselves.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            return self._binary_samples(z, rng, binarize)
+        finally:
+            self.train(was_training)
+
+    def _binary_samples(self, z: Tensor, rng, binarize: str) -> Tensor:
+        logits = self.logits(z)  # p = sigmoid(logits) for both such models
+        if binarize == "threshold":
+            return (logits > 0).to(logits.dtype)
+        return bn.functional.stochastic_binary(logits, generator=rng)
+
+
+class Generator(_GeneratorBase):
+    """BinaryGAN's G: z (N x 128) -> a (N x 1 x 28 x 28) -> binary-neuron (or sigmoid) output."""
 
     def __init__(self, config: Config) -> None:
         super().__init__()
@@ -102,21 +145,60 @@ class Generator(nn.Module):
             )
         self.output = output_unit(config)
 
-    def preactivation(self, z: Tensor) -> Tensor:
-        """The output unit's input ``a``, N x 1 x 28 x 28."""
+    def logits(self, z: Tensor) -> Tensor:
         return self.body(z)
 
     def probability(self, z: Tensor) -> Tensor:
-        """The preactivated output ``p = sigmoid(slope * a)`` (the real model's output)."""
-        return self.output.probability(self.preactivation(z))
+        return self.output.probability(self.body(z))
 
-    def forward(self, z: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
-        # Every output unit takes the generator; only the stochastic neuron draws from it.
-        return self.output(self.preactivation(z), generator)
+    def forward(self, z: Tensor, rng: Optional[torch.Generator] = None) -> Tensor:
+        # Every output unit takes the RNG; only the stochastic neuron draws from it.
+        return self.output(self.body(z), rng)
+
+    def _binary_samples(self, z: Tensor, rng, binarize: str) -> Tensor:
+        if isinstance(self.output, SigmoidOutput):
+            return super()._binary_samples(z, rng, binarize)
+        return self(z, rng)
+
+
+class LogitsGenerator(_GeneratorBase):
+    """Discrete BGAN's G: z (N x 64) -> per-pixel logits l (N x 1 x 28 x 28), no output unit.
+
+    ``mlp``: BinaryGAN's MLP sizes, dense 1024 -> BN -> ReLU -> dense 784. BinaryGAN's
+    output-layer norm is left out: the logits are the output, and a train-mode BN there would
+    pin every pixel's batch-mean logit to its shift. ``cnn``: the DCGAN-like G of the BGAN
+    paper, dense 1024 -> BN -> ReLU -> dense 128*7*7 -> BN -> ReLU -> deconv 64 k5 s2 (14x14)
+    -> BN -> ReLU -> deconv 1 k5 s2 (28x28).
+    """
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        z = config.latent_dim
+        if config.arch == "mlp":
+            self.body = nn.Sequential(
+                nn.Linear(z, 1024), nn.BatchNorm1d(1024), nn.ReLU(),  # N x 1024
+                nn.Linear(1024, 784), nn.Unflatten(1, IMAGE),  # N x 1 x 28 x 28
+            )
+        else:
+            self.body = nn.Sequential(
+                nn.Linear(z, 1024), nn.BatchNorm1d(1024), nn.ReLU(),  # N x 1024
+                nn.Linear(1024, 128 * 7 * 7), nn.BatchNorm1d(128 * 7 * 7), nn.ReLU(),
+                nn.Unflatten(1, (128, 7, 7)),  # N x 128 x 7 x 7
+                # out = (in - 1) * 2 - 2 * 2 + 5 + 1 = 2 * in
+                nn.ConvTranspose2d(128, 64, 5, 2, padding=2, output_padding=1),  # 14 x 14
+                nn.BatchNorm2d(64), nn.ReLU(),
+                nn.ConvTranspose2d(64, 1, 5, 2, padding=2, output_padding=1),  # 1 x 28 x 28
+            )
+
+    def logits(self, z: Tensor) -> Tensor:
+        return self.body(z)
+
+    def forward(self, z: Tensor, rng: Optional[torch.Generator] = None) -> Tensor:
+        return self.body(z)
 
 
 class Discriminator(nn.Module):
-    """N x 1 x 28 x 28 -> one logit per image, N (no output activation)."""
+    """BinaryGAN's D: N x 1 x 28 x 28 -> one logit per image, N (no output activation)."""
 
     def __init__(self, config: Config) -> None:
         super().__init__()
@@ -146,6 +228,24 @@ class Discriminator(nn.Module):
         return self.body(x).squeeze(1)
 
 
+class DCGANDiscriminator(nn.Module):
+    """The BGAN paper's DCGAN-like D, no batch norm: N x 1 x 28 x 28 -> one logit per image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            # out = (in + 2 * 2 - 5) // 2 + 1 = ceil(in / 2)
+            nn.Conv2d(1, 64, 5, stride=2, padding=2), nn.LeakyReLU(0.2),  # 64 x 14 x 14
+            nn.Conv2d(64, 128, 5, stride=2, padding=2), nn.LeakyReLU(0.2),  # 128 x 7 x 7
+            nn.Flatten(),  # 6272
+            nn.Linear(128 * 7 * 7, 1024), nn.LeakyReLU(0.2),
+            nn.Linear(1024, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x).squeeze(1)
+
+
 @torch.no_grad()
 def init_weights(module: nn.Module) -> None:
     """Truncated normal (std 0.02, cut at 2 std as TF does) weights, zero biases."""
@@ -156,19 +256,31 @@ def init_weights(module: nn.Module) -> None:
 
 
 def build_models(config: Config) -> tuple[nn.Module, nn.Module]:
-    """Build and initialize G and D on the CPU with the current default RNG.
+    """G and D for ``config``, on the CPU, initialized from the default RNG.
 
-    The ``bgan`` objective builds :mod:`.bgan`'s networks (their initialization); every
-    generator offers ``preactivation(z)`` and ``probability(z)`` (p, N x 1 x 28 x 28).
+    BinaryGAN's networks get the TF code's initialization; BGAN's (output ``logits``) keep
+    PyTorch's defaults, as in their code. BGAN's ``mlp`` D is BinaryGAN's MLP D without BN.
     """
-    if config.objective == "bgan":
-        from .bgan import build_bgan_models  # bgan.py imports this module
+    if config.output == "logits":
+        netG = LogitsGenerator(config)
+        netD = Discriminator(config) if config.arch == "mlp" else DCGANDiscriminator()
+        return netG, netD
+    netG, netD = Generator(config), Discriminator(config)
+    init_weights(netG)
+    init_weights(netD)
+    return netG, netD
 
-        return build_bgan_models(config)
-    generator, discriminator = Generator(config), Discriminator(config)
-    init_weights(generator)
-    init_weights(discriminator)
-    return generator, discriminator
+
+def sample_latent(config: Config, count: int, device: torch.device = torch.device("cpu"),
+                  rng: Optional[torch.Generator] = None) -> Tensor:
+    """``count`` latent vectors (count x latent_dim) from the config's prior: N(0, I)
+    (BinaryGAN) or U[0, 1) (BGAN). With ``rng`` (a CPU generator) the draw is made on the CPU
+    and moved, so fixed noise is the same on every device."""
+    shape = (count, config.latent_dim)
+    draw = torch.randn if config.prior == "normal" else torch.rand
+    if rng is not None:
+        return draw(shape, generator=rng).to(device)
+    return draw(shape, device=device)
 
 
 def count_parameters(module: nn.Module) -> int:
