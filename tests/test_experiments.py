@@ -218,6 +218,19 @@ def test_claims_follow_the_numbers():
     assert u["edges"] == pytest.approx(50 / 98) and u["middle"] == pytest.approx(40 / 98)
 
 
+def test_claim_4_compares_artifacts_at_equal_steps():
+    """The CNN's artifacts are judged whatever its FD; runs of unequal length get no verdict."""
+    results = {"mlp-wgangp-sbn": _metrics([1] * 50, fd=10.0, isolated=0.05),
+               "cnn-wgangp-sbn": _metrics([1] * 50, fd=200.0, isolated=0.01)}
+    runs = {p: {"metrics": m, "train": {"steps": 1000}} for p, m in results.items()}
+    assert claims(runs, "test")[3]["verdict"] == "confirmed"
+    runs["cnn-wgangp-sbn"]["metrics"] = _metrics([1] * 50, fd=200.0, isolated=0.1)
+    assert claims(runs, "test")[3]["verdict"] == "refuted"
+    runs["cnn-wgangp-sbn"]["train"]["steps"] = 400
+    line = claims(runs, "test")[3]
+    assert line["verdict"] == "inconclusive" and "different numbers of steps" in line["reason"]
+
+
 def test_budgets():
     """Every run of a budget trains the same number of generator steps: quick caps each at
     QUICK_STEPS, paper trains 20 epochs; both cover every run of the experiments."""

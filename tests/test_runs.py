@@ -228,6 +228,17 @@ def test_resume_without_a_run_is_an_error(tiny_dir, tmp_path, capsys, monkeypatc
     assert not typo.exists() and not (tmp_path / "runs").exists()
 
 
+def test_resuming_a_finished_run_is_an_error(finished_run, tiny_dir, tmp_path, capsys):
+    run = copy_run(finished_run, tmp_path / "run")
+    before = {name: (run / name).read_bytes() for name in (CONFIG, LOG, CHECKPOINT)}
+    for steps in (2, 1):  # as many steps as it trained, or fewer
+        assert main(train_args(tiny_dir, run, steps=steps) + ["--resume"]) == 2
+        line = error_line(capsys)
+        assert f"has trained 2 generator steps and would stop at {steps}" in line
+        assert "raise --epochs or --max-steps" in line
+    assert {name: (run / name).read_bytes() for name in before} == before
+
+
 def test_resume_and_overwrite_exclude_each_other(finished_run, tiny_dir, tmp_path, capsys):
     run = copy_run(finished_run, tmp_path / "run")
     before = {name: (run / name).read_bytes() for name in (CONFIG, LOG, CHECKPOINT)}

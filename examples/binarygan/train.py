@@ -75,9 +75,6 @@ def _train(config: Config, process: distributed.Process, out: Optional[Path], re
         if resume:
             checkpoint = load_checkpoint(out)
             check_resume(Config.from_dict(checkpoint["config"]), config, out)
-            if config.max_steps is not None and config.max_steps <= checkpoint["g_step"]:
-                raise RunError(f"{out} has trained {checkpoint['g_step']} generator steps "
-                               f"already; --max-steps {config.max_steps} leaves none to do")
             if checkpoint["world_size"] != process.world:
                 raise RunError(f"{out} was trained with {checkpoint['world_size']} processes, "
                                f"not {process.world}; resume with the same number")
@@ -94,6 +91,9 @@ def _train(config: Config, process: distributed.Process, out: Optional[Path], re
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
+    if checkpoint is not None and checkpoint["g_step"] >= total_steps:
+        raise RunError(f"{out} has trained {checkpoint['g_step']} generator steps and would stop "
+                       f"at {total_steps}: nothing to resume; raise --epochs or --max-steps")
 
     # ---- models, objective, optimizers, slope annealer ----------------------------------------
     torch.manual_seed(config.seed)  # the same initial weights in every process
