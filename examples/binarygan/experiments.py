@@ -10,8 +10,9 @@ The paper (Dong & Yang, arXiv:1810.04714) shows figures only; here every run is 
 
 plus discrete BGAN (``mlp-bgan``, ``cnn-bgan``) on the same data pipeline. Runs shared between
 experiments are trained once, in ``OUT/runs/PRESET``; a run whose outputs exist is skipped (an
-unfinished one is resumed), so the command can be re-run after an interruption. It writes ``results.md``, ``results.json``, ``samples.png`` (64 samples of every
-run side by side) and ``histograms.png`` (p of DBN, SBN and the real-valued model, log density).
+unfinished one is resumed), so the command can be re-run after an interruption. It writes
+``results.md``, ``results.json``, ``samples.png`` (64 samples of every run side by side) and
+``histograms.png`` (p of DBN, SBN and the real-valued model, log density).
 
 Budgets: ``quick`` trains every run for the same number of generator steps (:data:`QUICK_STEPS`),
 chosen so that the whole matrix fits in about half an hour on two CPU cores (two runs at a time,
