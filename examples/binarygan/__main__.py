@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--warmup-steps", type=int, help="G steps with the warm-up count (25)")
     o.add_argument("--boost-every", type=_positive_int, help="every Nth G step boosted (500)")
     o.add_argument("--gp-weight", type=float, help="WGAN-GP lambda (10)")
+    o.add_argument("--ema", type=float, metavar="DECAY", help="keep an exponential moving "
+                   "average of G's weights (e.g. 0.999) and sample from it (default: off)")
     o.add_argument("--clip-value", type=float, help="WGAN weight clipping (0.01)")
     o.add_argument("--bgan-samples", type=_positive_int, metavar="M",
                    help="BGAN presets: samples per z for the importance weights (20)")

@@ -67,6 +67,7 @@ class Config:
     max_steps: Optional[int] = None  # cap on generator updates
     lr: float = 1e-4
     betas: tuple = (0.5, 0.9)  # Adam (GAN, WGAN-GP); WGAN uses RMSProp(lr)
+    ema: Optional[float] = None  # a decay: samples from an exponential moving average of G
     gp_weight: float = 10.0
     clip_value: float = 0.01
     n_critic: int = 5
@@ -126,6 +127,8 @@ class Config:
         for name in ("lr", "slope_factor", "clip_value"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)!r}")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise ValueError(f"ema must be a decay in (0, 1); got {self.ema!r}")
         if self.gp_weight < 0:
             raise ValueError(f"gp_weight must be >= 0; got {self.gp_weight!r}")
         if self.constant_slope is not None and not self.constant_slope > 0:

@@ -17,12 +17,13 @@ __all__ = ["load_generator", "generate", "draw_samples"]
 
 
 def load_generator(run_dir: Union[str, Path], device: str = "cpu") -> tuple[nn.Module, Config, int]:
-    """The trained G of a run, in evaluation mode on ``device``, with the run's config and the
-    generator step of its checkpoint."""
+    """The trained G of a run (its moving average, if the run keeps one), in evaluation mode
+    on ``device``, with the run's config and the generator step of its checkpoint."""
     config = read_run_config(run_dir).replace(device=device)
     checkpoint = load_checkpoint(run_dir)
     netG, _ = build_models(config)
-    netG.load_state_dict(checkpoint["generator"])
+    average = checkpoint.get("generator_ema")
+    netG.load_state_dict(average if average is not None else checkpoint["generator"])
     return netG.to(device).eval(), config, int(checkpoint["g_step"])
 
 

@@ -26,7 +26,7 @@ from .checkpoint import (CHECKPOINT, CONFIG, FORMAT, LOG, RunError, atomic_save,
                          load_checkpoint, prepare_run_dir, start_log)
 from .config import Config
 from .data import BatchStream, load_images
-from .models import build_models, count_parameters, sample_latent
+from .models import MovingAverage, build_models, count_parameters, sample_latent
 from .objectives import make_objective
 
 __all__ = ["train"]
@@ -103,6 +103,7 @@ def _train(config: Config, process: distributed.Process, out: Optional[Path], re
     objective = make_objective(config)
     optimizerG, optimizerD = objective.optimizer(netG), objective.optimizer(netD)
     annealer = bn.SlopeAnnealer(netG, factor=config.slope_factor) if config.anneals else None
+    average = MovingAverage(netG, config.ema) if config.ema is not None else None
     # Fixed noise for the figures from its own generator: the training RNG never sees it.
     fixed = torch.Generator().manual_seed(config.seed + 12345)
     fixed_z = sample_latent(config, NUM_GRID, device, fixed)
@@ -120,6 +121,8 @@ def _train(config: Config, process: distributed.Process, out: Optional[Path], re
         optimizerD.load_state_dict(checkpoint["d_optimizer"])
         if annealer is not None:
             annealer.load_state_dict(checkpoint["annealer"])
+        if average is not None:
+            average.module.load_state_dict(checkpoint["generator_ema"])
         distributed.set_rng_state(process, checkpoint["rng"][process.rank])
         start, stream.position = checkpoint["g_step"], checkpoint["stream_position"]
         say(f"resuming {out} at generator step {start}")
@@ -149,6 +152,7 @@ def _train(config: Config, process: distributed.Process, out: Optional[Path], re
                 "generator": netG.state_dict(), "discriminator": netD.state_dict(),
                 "g_optimizer": optimizerG.state_dict(), "d_optimizer": optimizerD.state_dict(),
                 "annealer": annealer.state_dict() if annealer is not None else None, "rng": rng,
+                "generator_ema": average.module.state_dict() if average is not None else None,
             }, out / CHECKPOINT)
 
     bar = None
@@ -192,6 +196,8 @@ def _train(config: Config, process: distributed.Process, out: Optional[Path], re
             g_out["loss"].backward()
             optimizerG.step()
             netD.requires_grad_(True)
+            if average is not None:
+                average.update(netG)
 
             # ---- log, figures, checkpoint (rank 0 writes) -----------------------------------
             done = step + 1
@@ -220,7 +226,8 @@ def _train(config: Config, process: distributed.Process, out: Optional[Path], re
             figures_due = (done % config.sample_every == 0 if config.sample_every
                            else done % steps_per_epoch == 0)
             if out is not None and process.is_main and (figures_due or done == total_steps):
-                plots.write_figures(out, done, netG, fixed_z, hist_z, config.seed,
+                sampler = netG if average is None else average.module  # what generate uses
+                plots.write_figures(out, done, sampler, fixed_z, hist_z, config.seed,
                                     config.binarize, config.preset, config.hist_bins, records)
             if out is not None and (done % config.checkpoint_every == 0 or done == total_steps):
                 save_checkpoint(done)
