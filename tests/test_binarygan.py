@@ -556,16 +556,17 @@ def test_constant_slope_and_real_binarization(tiny_dir, tmp_path):
     assert set(np.unique(samples).tolist()) <= {0, 1}
 
 
-@pytest.mark.parametrize("preset, batches, batchnorm", [
-    ("mlp-wgangp-sbn", "reuse", "affine"),
-    ("cnn-gan-real", "fresh", "batch"),
-    ("mlp-wgan-dbn", "reuse", "affine"),
-    ("mlp-bgan", "reuse", "batch-hidden"),
-    ("cnn-bgan", "reuse", "batch-hidden"),
+@pytest.mark.parametrize("preset, batches, batchnorm, ema", [
+    ("mlp-wgangp-sbn", "reuse", "affine", None),
+    ("mlp-wgangp-sbn", "reuse", "batch-hidden", 0.9),
+    ("cnn-gan-real", "fresh", "batch", None),
+    ("mlp-wgan-dbn", "reuse", "affine", None),
+    ("mlp-bgan", "reuse", "batch-hidden", None),
+    ("cnn-bgan", "reuse", "batch-hidden", None),
 ])
-def test_exact_resume(tiny_dir, tmp_path, preset, batches, batchnorm):
+def test_exact_resume(tiny_dir, tmp_path, preset, batches, batchnorm, ema):
     config = tiny_config(preset, tiny_dir, batches=batches, batchnorm=batchnorm, epochs=3,
-                         bgan_samples=3)
+                         bgan_samples=3, ema=ema)
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     train(config.replace(max_steps=10), whole, progress=False)
     train(config.replace(max_steps=4), parts, progress=False)  # stops at an epoch's end
@@ -575,6 +576,14 @@ def test_exact_resume(tiny_dir, tmp_path, preset, batches, batchnorm):
     assert a["g_step"] == b["g_step"] == 10
     assert_same_state(a["generator"], b["generator"])
     assert_same_state(a["discriminator"], b["discriminator"])
+    if ema is None:
+        assert a["generator_ema"] is None and b["generator_ema"] is None
+    else:  # an average of the weights, with the latest buffers (slope, BN statistics)
+        assert_same_state(a["generator_ema"], b["generator_ema"])
+        ema_state, state = a["generator_ema"], a["generator"]
+        assert not torch.equal(ema_state["body.0.weight"], state["body.0.weight"])
+        assert torch.equal(ema_state["output.slope"], state["output.slope"])
+        assert torch.equal(ema_state["body.1.running_mean"], state["body.1.running_mean"])
     assert a["annealer"] == b["annealer"]
     assert len(a["rng"]) == len(b["rng"]) == 1  # one RNG state per process
     assert torch.equal(a["rng"][0]["torch"], b["rng"][0]["torch"])
