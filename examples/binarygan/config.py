@@ -171,7 +171,17 @@ for _arch in ARCHS:
         prior="uniform", betas=(0.5, 0.999), batchnorm="batch-hidden", binarize="sample",
         n_critic=1, n_critic_warmup=1, warmup_steps=0)
 del _arch
-PRESETS["demo"] = _paper_preset("mlp", "wgangp", "sbn").replace(preset="demo", threads=1)
+# The demo: the paper's main setting (MLP, WGAN-GP, stochastic binary neurons) on the 5,000
+# offline digits, with the training budget spent for samples within about 3 minutes on 2 CPU
+# cores. Measured against the paper's settings for 20 epochs (mean classifier confidence 0.76,
+# FD 77): Adam lr 5e-4 instead of 1e-4 (FD 22), train-mode BN in G's hidden layer, 2 critic
+# steps per G step instead of 5 and a 5-step warm-up instead of 25, for twice the G steps
+# (0.81, FD 14), and sampling from a moving average of G (0.82, FD 12). The slope grows 1.05x
+# per epoch, to about 5.5 at the end (the paper's 1.1x over 20 epochs ends at 6.1). Two threads:
+# ~58 ms per G step against ~80 ms with one.
+PRESETS["demo"] = _paper_preset("mlp", "wgangp", "sbn").replace(
+    preset="demo", lr=5e-4, batchnorm="batch-hidden", n_critic=2, warmup_steps=5, epochs=36,
+    slope_factor=1.05, ema=0.999, threads=2)
 
 
 def get_preset(name: str) -> Config:
