@@ -177,10 +177,10 @@ del _arch
 # FD 77): Adam lr 5e-4 instead of 1e-4 (FD 22), train-mode BN in G's hidden layer, 2 critic
 # steps per G step instead of 5 and a 5-step warm-up instead of 25, for twice the G steps
 # (0.81, FD 14), and sampling from a moving average of G (0.82, FD 12). The slope grows 1.05x
-# per epoch, to about 5.5 at the end (the paper's 1.1x over 20 epochs ends at 6.1). Two threads:
+# per epoch, to about 4.5 at the end (the paper's 1.1x over 20 epochs ends at 6.1). Two threads:
 # ~56 ms per G step against ~80 ms with one. Figures every 4 epochs (each costs ~0.7 s).
 PRESETS["demo"] = _paper_preset("mlp", "wgangp", "sbn").replace(
-    preset="demo", lr=5e-4, batchnorm="batch-hidden", n_critic=2, warmup_steps=5, epochs=36,
+    preset="demo", lr=5e-4, batchnorm="batch-hidden", n_critic=2, warmup_steps=5, epochs=32,
     slope_factor=1.05, ema=0.999, threads=2, sample_every=312)
 
 
