@@ -14,6 +14,7 @@ STAMP := $(VENV)/.installed
 # The torch of the development environment; 2.13.0 is the CPU wheel these machines hold.
 TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT ?= runs/demo
+DEMO_FLAGS ?=  # e.g. --overwrite to replace an earlier demo run, --resume to continue one
 
 .PHONY: install demo test test-native test-python fuzz docs bench gpu-check gpu-check-data \
 	gpu-check-rehearsal clean
@@ -32,7 +33,7 @@ $(STAMP): pyproject.toml setup.py
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m examples.binarygan train --preset demo --out $(DEMO_OUT)
+	$(BIN)/python -m examples.binarygan train --preset demo --out $(DEMO_OUT) $(DEMO_FLAGS)
 
 test: test-native test-python
 
