@@ -106,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "all (a resumed run counts the steps before it)")
     t.add_argument("--device", choices=["cpu", "cuda"], help="default cpu")
     t.add_argument("--threads", type=_positive_int,
-                   help="CPU threads per process (default: torch's; demo: 1, the fastest on "
-                   "a busy machine)")
+                   help="CPU threads per process (default: torch's; demo: 2; on a busy "
+                   "machine 1 can be faster)")
     t.add_argument("--resume", action="store_true", default=False,
                    help="continue the run in --out from its checkpoint (its settings are "
                    "kept; only run-time ones such as --max-steps or --threads may change)")
@@ -282,7 +282,7 @@ def main(argv=None) -> int:
         train(config, None if args.dry_run else out, resume=args.resume,
               overwrite=args.overwrite, dry_run=args.dry_run, progress=not args.no_progress)
         return 0
-    except (DataError, RunError, ValueError, FileNotFoundError) as error:
+    except (DataError, RunError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -56,7 +56,7 @@ class Config:
     # "batch-hidden": train-mode BN in the hidden layers, affine at G's output layer.
     batchnorm: str = "affine"
     d_batchnorm: Optional[bool] = None  # None: BN in D only for the GAN objective (the paper)
-    sync_bn: bool = False  # SyncBatchNorm for batchnorm="batch" under multi-GPU DDP
+    sync_bn: bool = False  # SyncBatchNorm for train-mode BN under multi-GPU DDP
     # -- binary neurons ------------------------------------------------------------------------
     slope_factor: float = 1.1  # slope x1.1 after each epoch (epoch e trains at 1.1**e)
     constant_slope: Optional[float] = None  # a number: no annealing (the TF code: 1.0)

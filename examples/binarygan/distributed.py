@@ -41,6 +41,8 @@ def setup(config: Config) -> Process:
     """Join the process group when launched by torchrun; pick the device and thread count."""
     if config.device == "cuda" and not torch.cuda.is_available():
         raise RunError("--device cuda was requested but no CUDA device is available")
+    if config.sync_bn and config.device != "cuda":
+        raise RunError("--sync-bn needs --device cuda (SyncBatchNorm runs on GPUs only)")
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -57,13 +59,16 @@ def setup(config: Config) -> Process:
     return Process(rank, world, device, owns)
 
 
-def teardown(process: Process) -> None:
+def teardown(process: Process, failed: bool = False) -> None:
+    """Leave the process group this code created. After a failure, without the barrier: the
+    other ranks may be waiting in a collective that this one will never join."""
     if process.owns_group and dist.is_initialized():
         # Free the DDP wrappers (held in reference cycles) while the group still exists: with
         # torch 2.13 + gloo, about 1 exit in 20 otherwise aborts ("terminate called without an
         # active exception") when they are collected after it is destroyed.
         gc.collect()
-        dist.barrier()
+        if not failed:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -71,9 +76,7 @@ def wrap(process: Process, module: nn.Module, sync_bn: bool = False) -> nn.Modul
     """``module`` itself for one process, else its DDP wrapper (with SyncBatchNorm if asked)."""
     if process.world == 1:
         return module
-    if sync_bn:
-        if process.device.type != "cuda":
-            raise RunError("--sync-bn needs --device cuda (SyncBatchNorm runs on GPUs only)")
+    if sync_bn:  # setup() has checked that the device is a GPU
         module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
     device_ids = [process.device] if process.device.type == "cuda" else None
     return DistributedDataParallel(module, device_ids=device_ids)

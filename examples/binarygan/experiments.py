@@ -32,7 +32,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .checkpoint import CHECKPOINT
+from .checkpoint import CHECKPOINT, load_checkpoint
 from .config import Config, get_preset
 from .evaluation import evaluate_run, load_reference
 from .report import (EXPERIMENTS, GRID, build_report, markdown, real_grid, save_histogram_figure,
@@ -94,10 +94,14 @@ def _train_worker(config: dict, out: str) -> dict:
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     resume = (out_dir / CHECKPOINT).is_file()
+    config = Config.from_dict(config)
+    if resume and load_checkpoint(out_dir)["g_step"] >= (config.max_steps or float("inf")):
+        # trained to the end, killed before this function returned: nothing left to train
+        return {"steps": config.max_steps, "seconds": 0.0, "wall_seconds": 0.0}
     with open(out_dir / "train.txt", "a") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
         started = time.perf_counter()
-        summary = train(Config.from_dict(config), out_dir, resume=resume, overwrite=not resume,
+        summary = train(config, out_dir, resume=resume, overwrite=not resume,
                         progress=False)
         summary["wall_seconds"] = time.perf_counter() - started
     return summary

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint, read_run_config
+from .checkpoint import RunError, load_checkpoint, read_run_config
 from .config import Config
 from .models import build_models, sample_latent
 
@@ -19,11 +19,19 @@ __all__ = ["load_generator", "generate", "draw_samples"]
 def load_generator(run_dir: Union[str, Path], device: str = "cpu") -> tuple[nn.Module, Config, int]:
     """The trained G of a run (its moving average, if the run keeps one), in evaluation mode
     on ``device``, with the run's config and the generator step of its checkpoint."""
-    config = read_run_config(run_dir).replace(device=device)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RunError("--device cuda was requested but no CUDA device is available")
+    read_run_config(run_dir)  # a directory without a run fails here, with its own message
     checkpoint = load_checkpoint(run_dir)
+    config = Config.from_dict(checkpoint["config"]).replace(device=device)
     netG, _ = build_models(config)
     average = checkpoint.get("generator_ema")
-    netG.load_state_dict(average if average is not None else checkpoint["generator"])
+    try:
+        netG.load_state_dict(average if average is not None else checkpoint["generator"])
+    except RuntimeError as error:
+        cause = str(error).splitlines()[0]
+        raise RunError(f"{run_dir}: the checkpoint's generator does not fit its settings "
+                       f"({cause}); check the run directory") from None
     return netG.to(device).eval(), config, int(checkpoint["g_step"])
 
 

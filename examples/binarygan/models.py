@@ -256,13 +256,13 @@ class MovingAverage(nn.Module):
     def __init__(self, module: nn.Module, decay: float) -> None:
         super().__init__()
         self.decay = decay
-        self.module = copy.deepcopy(module).requires_grad_(False)
+        self.model = copy.deepcopy(module).requires_grad_(False)
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
-        for average, parameter in zip(self.module.parameters(), module.parameters()):
+        for average, parameter in zip(self.model.parameters(), module.parameters()):
             average.lerp_(parameter, 1.0 - self.decay)
-        for average, buffer in zip(self.module.buffers(), module.buffers()):
+        for average, buffer in zip(self.model.buffers(), module.buffers()):
             average.copy_(buffer)
 
 

@@ -4,7 +4,8 @@ An objective decides everything that differs between them, and the trainer nothi
 
 - :meth:`~Objective.optimizer`: the optimizer of G and of D;
 - :meth:`~Objective.critic_steps`: how many D updates come before G update number ``step``;
-- :meth:`~Objective.fake`: the generated images D is trained on (no gradient to G);
+- :meth:`~Objective.fake`: the generated images D is trained on (no gradient reaches G through
+  them; BGAN keeps G's logits for the :meth:`~Objective.g_loss` of the same z that follows);
 - :meth:`~Objective.d_loss` and :meth:`~Objective.g_loss`: the losses, with the statistics
   the trainer logs;
 - :meth:`~Objective.after_d_step`: anything done to D after its update (WGAN's clipping).
@@ -159,6 +160,9 @@ class BGAN(Objective):
         if config.batchnorm != "batch-hidden" or config.d_batchnorm:
             raise ValueError("the bgan networks have train-mode BN in G's hidden layers only: "
                              "batchnorm must be batch-hidden and d_batchnorm off")
+        if config.batches != "reuse":
+            raise ValueError("bgan trains G on the samples D was trained on: batches must be "
+                             f"reuse; got {config.batches!r}")
         if (config.n_critic, config.n_critic_warmup) != (1, 1):
             raise ValueError("bgan does one D step per G step: n_critic and n_critic_warmup "
                              f"must be 1; got {config.n_critic} and {config.n_critic_warmup}")

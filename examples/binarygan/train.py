@@ -3,8 +3,8 @@
 Everything that differs between GAN, WGAN, WGAN-GP and discrete BGAN lives in their objective
 (:mod:`.objectives`); this loop is the same for all of them.
 
-Exact resumption: a checkpoint holds G, D, both optimizers, the slope annealer, every process's
-RNG state and the step counters, and the data order is a pure function of ``--seed`` and the
+Exact resumption: a checkpoint holds G, D, both optimizers, the slope annealer, G's moving
+average (if any), every process's RNG state and the step counters, and the data order is a pure function of ``--seed`` and the
 number of batches drawn. A run resumed from any checkpoint repeats, bit for bit on the CPU with
 the same number of threads, what the uninterrupted run would have done.
 """
@@ -49,10 +49,13 @@ def train(config: Config, out: Optional[Path] = None, *, resume: bool = False,
         out = None
     process = distributed.setup(config)
     try:
-        return _train(config, process, None if out is None else Path(out), resume, overwrite,
-                      dry_run, progress)
-    finally:
-        distributed.teardown(process)
+        summary = _train(config, process, None if out is None else Path(out), resume, overwrite,
+                         dry_run, progress)
+    except BaseException:
+        distributed.teardown(process, failed=True)
+        raise
+    distributed.teardown(process)
+    return summary
 
 
 def _train(config: Config, process: distributed.Process, out: Optional[Path], resume: bool,
@@ -67,7 +70,7 @@ def _train(config: Config, process: distributed.Process, out: Optional[Path], re
         if process.is_main:  # rank 0 checks (and clears for --overwrite); all learn the verdict
             try:
                 prepare_run_dir(out, resume, overwrite)
-            except RunError as error:
+            except (RunError, OSError) as error:
                 problem = str(error)
         problem = distributed.broadcast(process, problem)
         if problem is not None:
@@ -103,7 +106,7 @@ def _train(config: Config, process: distributed.Process, out: Optional[Path], re
     objective = make_objective(config)
     optimizerG, optimizerD = objective.optimizer(netG), objective.optimizer(netD)
     annealer = bn.SlopeAnnealer(netG, factor=config.slope_factor) if config.anneals else None
-    average = MovingAverage(netG, config.ema) if config.ema is not None else None
+    ema = MovingAverage(netG, config.ema) if config.ema is not None else None
     # Fixed noise for the figures from its own generator: the training RNG never sees it.
     fixed = torch.Generator().manual_seed(config.seed + 12345)
     fixed_z = sample_latent(config, NUM_GRID, device, fixed)
@@ -121,8 +124,8 @@ def _train(config: Config, process: distributed.Process, out: Optional[Path], re
         optimizerD.load_state_dict(checkpoint["d_optimizer"])
         if annealer is not None:
             annealer.load_state_dict(checkpoint["annealer"])
-        if average is not None:
-            average.module.load_state_dict(checkpoint["generator_ema"])
+        if ema is not None:
+            ema.model.load_state_dict(checkpoint["generator_ema"])
         distributed.set_rng_state(process, checkpoint["rng"][process.rank])
         start, stream.position = checkpoint["g_step"], checkpoint["stream_position"]
         say(f"resuming {out} at generator step {start}")
@@ -152,7 +155,7 @@ def _train(config: Config, process: distributed.Process, out: Optional[Path], re
                 "generator": netG.state_dict(), "discriminator": netD.state_dict(),
                 "g_optimizer": optimizerG.state_dict(), "d_optimizer": optimizerD.state_dict(),
                 "annealer": annealer.state_dict() if annealer is not None else None, "rng": rng,
-                "generator_ema": average.module.state_dict() if average is not None else None,
+                "generator_ema": ema.model.state_dict() if ema is not None else None,
             }, out / CHECKPOINT)
 
     bar = None
@@ -196,8 +199,8 @@ def _train(config: Config, process: distributed.Process, out: Optional[Path], re
             g_out["loss"].backward()
             optimizerG.step()
             netD.requires_grad_(True)
-            if average is not None:
-                average.update(netG)
+            if ema is not None:
+                ema.update(netG)
 
             # ---- log, figures, checkpoint (rank 0 writes) -----------------------------------
             done = step + 1
@@ -226,7 +229,7 @@ def _train(config: Config, process: distributed.Process, out: Optional[Path], re
             figures_due = (done % config.sample_every == 0 if config.sample_every
                            else done % steps_per_epoch == 0)
             if out is not None and process.is_main and (figures_due or done == total_steps):
-                sampler = netG if average is None else average.module  # what generate uses
+                sampler = netG if ema is None else ema.model  # what generate uses
                 plots.write_figures(out, done, sampler, fixed_z, hist_z, config.seed,
                                     config.binarize, config.preset, config.hist_bins, records)
             if out is not None and (done % config.checkpoint_every == 0 or done == total_steps):
