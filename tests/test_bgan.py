@@ -281,7 +281,7 @@ class TestWeightsAndGradient:
 
     def test_g_loss_must_follow_fake_of_the_same_z(self):
         objective, netG, netD, z, fake = random_problem(m=5, b=3)
-        with pytest.raises(AssertionError, match="g_loss must follow fake\\(\\) of the same z"):
+        with pytest.raises(RuntimeError, match="must follow fake\\(netG, z\\) of the same z"):
             objective.g_loss(netG, netD, z.clone(), fake)
         # without fakes (a fresh batch), g_loss draws its own
         torch.manual_seed(3)

@@ -239,6 +239,35 @@ def test_resuming_a_finished_run_is_an_error(finished_run, tiny_dir, tmp_path, c
     assert {name: (run / name).read_bytes() for name in before} == before
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_one_line_error(finished_run, tiny_dir, tmp_path, capsys):
+    for name in ("generate", "evaluate"):
+        args = command(name, finished_run, tmp_path)
+        assert main(args + ["--device", "cuda"]) == 2
+        assert "no CUDA device is available" in error_line(capsys)
+    out = tmp_path / "sync"
+    assert main(train_args(tiny_dir, out) + ["--sync-bn"]) == 2
+    assert "--sync-bn needs --device cuda" in error_line(capsys)
+    assert not out.exists()  # refused before the run directory was touched
+
+
+def test_bgan_refuses_fresh_batches(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "b"
+    assert main(train_args(tiny_dir, out, preset="mlp-bgan") + ["--batches", "fresh"]) == 2
+    assert "batches must be reuse" in error_line(capsys)
+
+
+def test_experiments_worker_counts_a_fully_trained_checkpoint_as_done(finished_run, tmp_path):
+    """A run killed after its last checkpoint but before it was recorded as finished."""
+    from examples.binarygan.experiments import _train_worker
+
+    run = copy_run(finished_run, tmp_path / "run")
+    config = json.loads((run / CONFIG).read_text())
+    before = (run / LOG).read_text()
+    summary = _train_worker(config, str(run))
+    assert summary["steps"] == 2 and (run / LOG).read_text() == before
+
+
 def test_resume_and_overwrite_exclude_each_other(finished_run, tiny_dir, tmp_path, capsys):
     run = copy_run(finished_run, tmp_path / "run")
     before = {name: (run / name).read_bytes() for name in (CONFIG, LOG, CHECKPOINT)}
