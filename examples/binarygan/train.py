@@ -4,9 +4,10 @@ Everything that differs between GAN, WGAN, WGAN-GP and discrete BGAN lives in th
 (:mod:`.objectives`); this loop is the same for all of them.
 
 Exact resumption: a checkpoint holds G, D, both optimizers, the slope annealer, G's moving
-average (if any), every process's RNG state and the step counters, and the data order is a pure function of ``--seed`` and the
-number of batches drawn. A run resumed from any checkpoint repeats, bit for bit on the CPU with
-the same number of threads, what the uninterrupted run would have done.
+average (if any), every process's RNG state and the step counters, and the data order is a pure
+function of ``--seed`` and the number of batches drawn. A run resumed from any checkpoint
+repeats, bit for bit on the CPU with the same number of threads, what the uninterrupted run
+would have done.
 """
 
 from __future__ import annotations
