@@ -45,7 +45,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from examples.binarygan.config import PRESETS, critic_steps
+from examples.binarygan.config import PRESETS  # noqa: E402
+from examples.binarygan.objectives import make_objective  # noqa: E402
 
 PRESET = "mlp-wgangp-sbn"
 PAPER_G_STEPS = 21_860
@@ -214,9 +215,9 @@ def binarygan(check: Check, data_dir: Path | None, steps: int) -> None:
         return
     # The whole run as a user sees it (figures and checkpoints included), from the run's log.
     seconds = json.loads(log.read_text().splitlines()[-1])["elapsed"]
-    config = PRESETS[PRESET]
-    work = sum(1 + critic_steps(step, config) for step in range(steps))
-    paper_work = sum(1 + critic_steps(step, config) for step in range(PAPER_G_STEPS))
+    schedule = make_objective(PRESETS[PRESET])
+    work = sum(1 + schedule.critic_steps(step) for step in range(steps))
+    paper_work = sum(1 + schedule.critic_steps(step) for step in range(PAPER_G_STEPS))
     timing = {
         "device": device, "g_steps": steps, "seconds": round(seconds, 1),
         "d_steps": work - steps, "paper_g_steps": PAPER_G_STEPS,
