@@ -15,6 +15,7 @@ from examples.binarygan.config import get_preset
 from examples.binarygan.models import (DCGANDiscriminator, Discriminator, LogitsGenerator,
                                        build_models, sample_latent)
 from examples.binarygan.objectives import BGAN, importance_weights, log_likelihood
+from examples.binarygan.train import update_d, update_g
 
 
 pytestmark = [pytest.mark.example, pytest.mark.usefixtures("one_thread")]
@@ -360,18 +361,8 @@ def make_run(seed: int, lr: float = 1e-3, arch: str = "mlp", z_dim: int = 16, m:
 def bgan_step(objective, G, D, opt_g, opt_d, real, z) -> dict[str, float]:
     """The trainer's step for BGAN: critic_steps(step) = 1 D update on real vs fake(G, z), then
     one G update with g_loss on the same z and fakes, D frozen."""
-    fake = objective.fake(G, z)
-    d_out = objective.d_loss(D, real, fake)
-    opt_d.zero_grad(set_to_none=True)
-    d_out["loss"].backward()
-    opt_d.step()
-    objective.after_d_step(D)
-    D.requires_grad_(False)
-    g_out = objective.g_loss(G, D, z, fake)
-    opt_g.zero_grad(set_to_none=True)
-    g_out["loss"].backward()
-    opt_g.step()
-    D.requires_grad_(True)
+    fake, d_out = update_d(objective, G, D, opt_d, real, z)
+    g_out = update_g(objective, G, D, opt_g, z, fake)
     stats = {"loss_d": d_out.pop("loss"), "loss_g": g_out.pop("loss"), **d_out, **g_out}
     return {key: float(value.detach()) for key, value in stats.items()}
 

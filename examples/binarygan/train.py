@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from torch import Tensor, nn
 
 import binary_neurons as bn
 
@@ -28,7 +29,7 @@ from .checkpoint import (CHECKPOINT, CONFIG, FORMAT, LOG, RunError, atomic_save,
 from .config import Config
 from .data import BatchStream, load_images
 from .models import MovingAverage, build_models, count_parameters, sample_latent
-from .objectives import make_objective
+from .objectives import Objective, make_objective
 
 __all__ = ["train"]
 
@@ -57,6 +58,34 @@ def train(config: Config, out: Optional[Path] = None, *, resume: bool = False,
         raise
     distributed.teardown(process)
     return summary
+
+
+def update_d(objective: Objective, modelG: nn.Module, modelD: nn.Module,
+             optimizerD: torch.optim.Optimizer, real: Tensor, z: Tensor) -> tuple[Tensor, dict]:
+    """One D update on ``real`` against the objective's fakes of ``z``; returns the fakes and
+    the objective's D outputs (``"loss"`` and what it logs)."""
+    fake = objective.fake(modelG, z)
+    out = objective.d_loss(modelD, real, fake)
+    optimizerD.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    optimizerD.step()
+    objective.after_d_step(modelD)  # a DDP wrapper's parameters are D's own
+    return fake, out
+
+
+def update_g(objective: Objective, modelG: nn.Module, netD: nn.Module,
+             optimizerG: torch.optim.Optimizer, z: Tensor, fake: Optional[Tensor]) -> dict:
+    """One G update through ``netD`` (D itself, not a DDP wrapper), D's weights frozen; returns
+    the objective's G outputs."""
+    netD.requires_grad_(False)  # no gradients to D's weights
+    try:
+        out = objective.g_loss(modelG, netD, z, fake)
+        optimizerG.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        optimizerG.step()
+    finally:
+        netD.requires_grad_(True)
+    return out
 
 
 def _train(config: Config, process: distributed.Process, out: Optional[Path], resume: bool,
@@ -184,22 +213,12 @@ def _train(config: Config, process: distributed.Process, out: Optional[Path], re
                 if i == 0 or config.batches == "fresh":  # "reuse": one x and z per G step
                     real = stream.next()  # B x 1 x 28 x 28
                     z = sample_latent(config, config.batch_size, device)
-                fake = objective.fake(modelG, z)
-                d_out = objective.d_loss(modelD, real, fake)
-                optimizerD.zero_grad(set_to_none=True)
-                d_out["loss"].backward()
-                optimizerD.step()
-                objective.after_d_step(netD)
+                fake, d_out = update_d(objective, modelG, modelD, optimizerD, real, z)
 
             # (2) update G through D, D's weights frozen
             if config.batches == "fresh":
                 z, fake = sample_latent(config, config.batch_size, device), None
-            netD.requires_grad_(False)
-            g_out = objective.g_loss(modelG, netD, z, fake)
-            optimizerG.zero_grad(set_to_none=True)
-            g_out["loss"].backward()
-            optimizerG.step()
-            netD.requires_grad_(True)
+            g_out = update_g(objective, modelG, netD, optimizerG, z, fake)
             if ema is not None:
                 ema.update(netG)
 
