@@ -218,9 +218,11 @@ def evaluate_command(args: argparse.Namespace) -> int:
         result = evaluate_file(args.samples, reference)
     else:
         data_dir, split = run_data(args.run_dir, data_dir)
-        load_generator(args.run_dir)  # a bad checkpoint fails before the classifier is trained
+        # read once, and a bad checkpoint fails before the classifier is trained
+        loaded = load_generator(args.run_dir, args.device)
         reference = load_reference(data_dir, split, args.cache_dir)
-        result, _ = evaluate_run(args.run_dir, reference, args.num, args.seed, args.device)
+        result, _ = evaluate_run(args.run_dir, reference, args.num, args.seed, args.device,
+                                 loaded=loaded)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(summary_line(result))

@@ -53,14 +53,16 @@ def run_data(run_dir: PathLike, data_dir: Optional[PathLike] = None) -> tuple[Op
 
 
 def evaluate_run(run_dir: PathLike, reference: Reference, num: int = DEFAULT_NUM,
-                 seed: int = 0, device: str = "cpu") -> tuple[dict[str, Any], np.ndarray]:
+                 seed: int = 0, device: str = "cpu",
+                 loaded: Optional[tuple] = None) -> tuple[dict[str, Any], np.ndarray]:
     """Metrics of ``num`` samples from the run's latest checkpoint (``generate``'s code path,
     seeded), with the histogram of their preactivated outputs p. Returns ``(metrics, samples)``.
+    ``loaded`` is the run's :func:`~.generate.load_generator` when the caller has it already.
     """
     if num < 2:
         raise ValueError(f"--num must be >= 2 (a covariance needs two samples), got {num}")
     run_dir = Path(run_dir)
-    netG, config, step = load_generator(run_dir, device)
+    netG, config, step = loaded if loaded is not None else load_generator(run_dir, device)
     samples, p = draw_samples(netG, config, num, seed, with_probabilities=True)
     result = evaluate_samples(samples, reference, preactivations=p)
     result["source"] = {"run_dir": str(run_dir), "preset": config.preset, "g_step": step,
