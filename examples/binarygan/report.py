@@ -75,6 +75,10 @@ def claims(results: dict[str, dict], steps_note: str) -> list[dict[str, str]]:
     m = {preset: r["metrics"] for preset, r in results.items() if "metrics" in r}
     lines = []
 
+    def add(id: str, claim: str, verdict: str, reason: str, numbers: str = "") -> None:
+        lines.append({"id": id, "claim": claim, "verdict": verdict, "reason": reason,
+                      "numbers": numbers})
+
     def missing(*presets: str) -> Optional[str]:
         absent = [p for p in presets if p not in m]
         return f"no results for {', '.join(absent)}" if absent else None
@@ -90,8 +94,7 @@ def claims(results: dict[str, dict], steps_note: str) -> list[dict[str, str]]:
              "notch at 0.5; SBN: more near 0 and 1)")
     gap = missing("mlp-wgangp-dbn", "mlp-wgangp-sbn")
     if gap:
-        lines.append({"id": "1", "claim": claim, "verdict": "inconclusive", "reason": gap,
-                      "numbers": ""})
+        add("1", claim, "inconclusive", gap)
     else:
         d, s = p_shape(m["mlp-wgangp-dbn"]), p_shape(m["mlp-wgangp-sbn"])
         parts = [ratio("mlp-wgangp-dbn", "mlp-wgangp-sbn") <= SIMILAR,
@@ -104,15 +107,13 @@ def claims(results: dict[str, dict], steps_note: str) -> list[dict[str, str]]:
                    f"0.00624); share of p in [0.1, 0.9): DBN {d['middle']:.3f}, SBN "
                    f"{s['middle']:.3f}; notch at 0.5 (density ratio, < 1 is a notch): DBN "
                    f"{d['notch']:.2f}, SBN {s['notch']:.2f}")
-        lines.append({"id": "1", "claim": claim, "verdict": _verdict(parts), "reason": "",
-                      "numbers": numbers})
+        add("1", claim, _verdict(parts), "", numbers)
 
     # (2) the real-valued model
     claim = "the real-valued model's p is even more U-shaped"
     gap = missing("mlp-wgangp-real", "mlp-wgangp-sbn", "mlp-wgangp-dbn")
     if gap:
-        lines.append({"id": "2", "claim": claim, "verdict": "inconclusive", "reason": gap,
-                      "numbers": ""})
+        add("2", claim, "inconclusive", gap)
     else:
         r, s, d = (p_shape(m[p]) for p in ("mlp-wgangp-real", "mlp-wgangp-sbn",
                                             "mlp-wgangp-dbn"))
@@ -122,15 +123,13 @@ def claims(results: dict[str, dict], steps_note: str) -> list[dict[str, str]]:
                    f"{r['last']:.3g}; paper 0.754 / 0.0509), SBN {s['edges']:.3g}, DBN "
                    f"{d['edges']:.3g}; share of p in [0.1, 0.9): real {r['middle']:.3f}, SBN "
                    f"{s['middle']:.3f}, DBN {d['middle']:.3f}; FD real {fd('mlp-wgangp-real'):.2f}")
-        lines.append({"id": "2", "claim": claim, "verdict": _verdict(parts), "reason": "",
-                      "numbers": numbers})
+        add("2", claim, _verdict(parts), "", numbers)
 
     # (3) GAN / WGAN / WGAN-GP
     claim = "WGAN reaches quality similar to WGAN-GP; the GAN objective suffers mode collapse"
     gap = missing("mlp-gan-sbn", "mlp-wgan-sbn", "mlp-wgangp-sbn")
     if gap:
-        lines.append({"id": "3", "claim": claim, "verdict": "inconclusive", "reason": gap,
-                      "numbers": ""})
+        add("3", claim, "inconclusive", gap)
     else:
         cov = {p: m[p]["class_coverage"] for p in ("mlp-gan-sbn", "mlp-wgan-sbn",
                                                     "mlp-wgangp-sbn")}
@@ -146,15 +145,13 @@ def claims(results: dict[str, dict], steps_note: str) -> list[dict[str, str]]:
                    f"{kl['mlp-gan-sbn']:.3f}, WGAN {kl['mlp-wgan-sbn']:.3f}, WGAN-GP "
                    f"{kl['mlp-wgangp-sbn']:.3f} (mode collapse if GAN's KL >= max(0.1, 2 x "
                    "WGAN-GP's))")
-        lines.append({"id": "3", "claim": claim, "verdict": _verdict(parts), "reason": "",
-                      "numbers": numbers})
+        add("3", claim, _verdict(parts), "", numbers)
 
     # (4) MLP vs CNN
     claim = "the CNN produces fewer artifacts than the MLP"
     gap = missing("cnn-wgangp-sbn", "mlp-wgangp-sbn")
     if gap:
-        lines.append({"id": "4", "claim": claim, "verdict": "inconclusive", "reason": gap,
-                      "numbers": ""})
+        add("4", claim, "inconclusive", gap)
     else:
         iso = {p: m[p]["isolated_pixel_rate"] for p in ("cnn-wgangp-sbn", "mlp-wgangp-sbn")}
         cnn, mlp = iso["cnn-wgangp-sbn"], iso["mlp-wgangp-sbn"]
@@ -173,8 +170,7 @@ def claims(results: dict[str, dict], steps_note: str) -> list[dict[str, str]]:
                    f"{real:.4f}; fewer if below {FEWER} x the MLP's); FD CNN "
                    f"{fd('cnn-wgangp-sbn'):.2f} vs MLP {fd('mlp-wgangp-sbn'):.2f}; G steps CNN "
                    f"{steps['cnn-wgangp-sbn']}, MLP {steps['mlp-wgangp-sbn']}")
-        lines.append({"id": "4", "claim": claim, "verdict": verdict, "reason": reason,
-                      "numbers": numbers})
+        add("4", claim, verdict, reason, numbers)
     for line in lines:
         line["note"] = steps_note
     return lines
