@@ -34,7 +34,7 @@ LIBRARY_FILE = LIBRARY + (".pyd" if sys.platform == "win32" else ".so")
 RECORD = "build.json"
 LOG = "build.log"
 # Bump when a build changes in a way that neither the sources nor the flags show.
-RECIPE = 1
+RECIPE = 2
 
 CPU_SOURCES = ("threshold_sample.cpp",)
 CUDA_SOURCES = ("cuda/threshold_sample.cu",)
@@ -45,7 +45,11 @@ HEADERS = ("cpu_philox.h", "elementwise.h", "op_arguments.h")
 # round every operation of csrc/elementwise.h alike and give the same bits.
 _OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else []
 CXX_FLAGS = ["-O3", "-fno-trapping-math", "-ffp-contract=off", "-g0", "-Wall", *_OPENMP]
-LD_FLAGS = [*_OPENMP]
+# Where the toolchain links libstdc++ statically (seen on a CUDA 13 GPU machine), its copy must
+# stay private to the library: exported, its symbols mix with the process's libstdc++ and
+# formatting a number into an error message crashed.
+_PRIVATE_STATIC_LIBS = ["-Wl,--exclude-libs,ALL"] if sys.platform.startswith("linux") else []
+LD_FLAGS = [*_OPENMP, *_PRIVATE_STATIC_LIBS]
 NVCC_FLAGS = ["-O3", "--expt-relaxed-constexpr", "-fmad=false"]
 
 Announce = Callable[[str], None]
@@ -124,9 +128,12 @@ def parse_arch(arch: str) -> tuple[int, int, bool]:
     ptx = text.upper().endswith("+PTX")
     text = text[: -len("+PTX")] if ptx else text
     major, _, minor = text.partition(".")
+    # 9.0a and 10.0f (architecture- and family-specific code) are built as plain 9.0 and 10.0:
+    # these kernels use no instructions that need them, and plain code runs on more GPUs.
+    minor = minor[:-1] if minor[-1:].lower() in ("a", "f") else minor
     if not (major.isdigit() and minor.isdigit()):
         raise BuildError(
-            f"cannot read the CUDA architecture {arch!r}: expected the form 8.6 or 9.0+PTX "
+            f"cannot read the CUDA architecture {arch!r}: expected the form 8.6, 9.0a or 9.0+PTX "
             "(TORCH_CUDA_ARCH_LIST is a list of these, separated by ';' or spaces)"
         )
     return int(major), int(minor), ptx

@@ -62,6 +62,15 @@ def _as_slope_tensor(slope: SlopeLike, input: Tensor) -> Tensor:
     return torch.tensor(check_slope_value(slope), dtype=torch.float64)
 
 
+def _indexed(device: torch.device) -> torch.device:
+    """``device`` with its index: a bare ``cuda`` (as ``torch.Generator("cuda")`` reports) is the
+    current device, which is where that generator's draws go."""
+    device = torch.device(device)
+    if device.type == "cpu" or device.index is not None:
+        return device
+    return torch.device(device.type, torch.get_device_module(device.type).current_device())
+
+
 def draw_seed(input: Tensor, generator: Optional[torch.Generator]) -> Tensor:
     """Draw the op's seed for ``input`` from ``generator`` (or the device's default)."""
     if generator is not None:
@@ -69,7 +78,7 @@ def draw_seed(input: Tensor, generator: Optional[torch.Generator]) -> Tensor:
             raise TypeError(
                 f"generator must be a torch.Generator or None, got {type(generator).__name__}"
             )
-        if torch.device(generator.device) != input.device:
+        if _indexed(generator.device) != input.device:
             raise ValueError(
                 f"generator is on {generator.device} but input is on {input.device}; "
                 "expected a generator on the input's device"

@@ -311,8 +311,11 @@ def test_cuda_archs_to_build(monkeypatch):
     monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "7.5;8.0+PTX")
     assert _build.cuda_archs_for(((9, 0),)) == ("7.5", "8.0+PTX", "9.0+PTX")
     assert _build.cuda_archs_for(()) == ("7.5", "8.0+PTX")
+    # Architecture- and family-specific entries (as torch's CUDA images set) build plain code.
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0a 10.0f")
+    assert _build.cuda_archs_for(((9, 0),)) == ("9.0", "10.0+PTX")
     monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "sm_90")
-    with pytest.raises(_build.BuildError, match="expected the form 8.6 or 9.0"):
+    with pytest.raises(_build.BuildError, match="expected the form 8.6, 9.0a or 9.0"):
         _build.cuda_archs_for(())
     monkeypatch.delenv("TORCH_CUDA_ARCH_LIST")
     with pytest.raises(_build.BuildError, match="set TORCH_CUDA_ARCH_LIST"):

@@ -44,13 +44,16 @@ from xml.etree import ElementTree
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / ".gpu-check"
+# The imports below load the package: its kernels go to the check's cache, built once for all
+# stages (the user's cache is left alone).
+os.environ.setdefault("BINARY_NEURONS_CACHE_DIR", str(WORK / "kernel-cache"))
 sys.path.insert(0, str(ROOT))
 from examples.binarygan.config import PRESETS  # noqa: E402
 from examples.binarygan.objectives import make_objective  # noqa: E402
 
 PRESET = "mlp-wgangp-sbn"
 PAPER_G_STEPS = 21_860
-WORK = ROOT / ".gpu-check"
 DATA_DIRS = (WORK / "data" / "mnist", ROOT.parent / "shared" / "data" / "mnist")
 
 # Imports the package (compiling its kernels if needed) and prints what runs where, and the
@@ -77,7 +80,6 @@ class Check:
         self.env = dict(
             os.environ,
             PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-            BINARY_NEURONS_CACHE_DIR=str(WORK / "kernel-cache"),
             PYTHONUNBUFFERED="1",
         )
 
@@ -145,8 +147,20 @@ def tests(check: Check) -> None:
             suite = ElementTree.parse(report).getroot().find("testsuite")
             counts = {key: int(suite.get(key, 0)) for key in ("tests", "failures", "errors",
                                                               "skipped")}
-            check.figures["stages"][stage].update(counts)
+            check.figures["stages"][stage].update(counts, failed=_failures(suite))
             check.say(f"{stage}: {counts}")
+
+
+def _failures(suite: ElementTree.Element) -> list[str]:
+    """Each failed test with the first line of its error, so that summary.md says what broke."""
+    found = []
+    for case in suite.iter("testcase"):
+        for bad in (case.find("failure"), case.find("error")):
+            if bad is not None:
+                first = (bad.get("message") or "").strip().splitlines()[:1]
+                found.append(f"{case.get('classname')}::{case.get('name')}: "
+                             f"{first[0][:300] if first else '(no message)'}")
+    return found
 
 
 def sanitizer(check: Check) -> None:
@@ -171,7 +185,8 @@ def sanitizer(check: Check) -> None:
             timeout=check.timeout(120, keep=130),
             PYTORCH_NO_CUDA_MEMORY_CACHING="1", BINARY_NEURONS_BACKEND="native",
         )
-        summary = [line for line in output.splitlines() if "ERROR SUMMARY" in line]
+        summary = [line for line in output.splitlines()
+                   if "ERROR SUMMARY" in line or "RACECHECK SUMMARY" in line]
         check.figures["stages"][f"sanitizer-{name}"]["summary"] = summary[-1] if summary else None
 
 
@@ -247,6 +262,7 @@ def summary(check: Check) -> str:
         if "tests" in row:
             lines.append(f"- {stage}: {row['tests']} tests, {row['failures']} failures, "
                          f"{row['errors']} errors, {row['skipped']} skipped")
+            lines += [f"  - {failure}" for failure in row.get("failed", [])]
         if row.get("summary"):
             lines.append(f"- {stage}: {row['summary']}")
     if f.get("benchmark", {}).get("targets"):
