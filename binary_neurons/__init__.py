@@ -2,7 +2,8 @@
 
 Deterministic and stochastic binary neurons output hard 0/1 values in the forward pass and
 backpropagate a pseudo-gradient chosen from the estimators in :mod:`binary_neurons.estimators`
-(straight-through, sigmoid-adjusted straight-through, slope-annealed, clipped), as in
+(straight-through, sigmoid-adjusted straight-through, slope-annealed, clipped, binary Gumbel),
+as in
 Dong & Yang, "Training Generative Adversarial Networks with Binary Neurons by End-to-end
 Backpropagation" (arXiv:1810.04714).
 """
@@ -13,6 +14,7 @@ from .annealing import SlopeAnnealer
 from .estimators import (
     ClippedStraightThrough,
     Estimator,
+    GumbelStraightThrough,
     SigmoidAdjusted,
     SlopeAnnealed,
     StraightThrough,
@@ -29,6 +31,7 @@ __all__ = [
     "ClippedStraightThrough",
     "DeterministicBinary",
     "Estimator",
+    "GumbelStraightThrough",
     "SigmoidAdjusted",
     "SlopeAnnealed",
     "SlopeAnnealer",

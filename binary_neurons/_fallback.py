@@ -14,7 +14,7 @@ from torch import Tensor
 
 __all__ = ["check_backward", "check_forward", "threshold_sample", "threshold_sample_backward"]
 
-ESTIMATORS = ("identity", "sigmoid", "clipped")
+ESTIMATORS = ("identity", "sigmoid", "clipped", "gumbel")
 # The dtype names of ATen's messages, so that both backends word their errors alike.
 _ATEN_NAMES = {
     torch.float16: "Half", torch.bfloat16: "BFloat16", torch.float32: "Float",
@@ -36,7 +36,8 @@ def _opmath_dtype(dtype: torch.dtype) -> torch.dtype:
 def _check_estimator(op: str, estimator: str) -> None:
     if estimator not in ESTIMATORS:
         raise ValueError(
-            f"{op}: unknown estimator '{estimator}'; expected 'identity', 'sigmoid' or 'clipped'"
+            f"{op}: unknown estimator '{estimator}'; expected 'identity', 'sigmoid', 'clipped' "
+            "or 'gumbel'"
         )
 
 
@@ -62,7 +63,24 @@ def _check_scalar(op: str, name: str, value: Tensor, floating: bool, input: Tens
         )
 
 
-def check_forward(input: Tensor, slope: Tensor, seed: Tensor | None, estimator: str) -> None:
+def _check_gumbel(
+    op: str, estimator: str, seed: Tensor | None, tau: Tensor | None, input: Tensor
+) -> None:
+    # The Gumbel estimator regenerates the forward's uniforms: it needs the seed and tau.
+    if tau is not None:
+        _check_scalar(op, "tau", tau, True, input)
+    if estimator == "gumbel":
+        if seed is None:
+            raise ValueError(
+                f"{op}: the 'gumbel' estimator needs a seed (it applies to stochastic neurons)"
+            )
+        if tau is None:
+            raise ValueError(f"{op}: the 'gumbel' estimator needs tau")
+
+
+def check_forward(
+    input: Tensor, slope: Tensor, seed: Tensor | None, estimator: str, tau: Tensor | None = None
+) -> None:
     """The checks of ``threshold_sample``'s arguments that need no tensor values."""
     op = "threshold_sample"
     _check_estimator(op, estimator)
@@ -70,9 +88,17 @@ def check_forward(input: Tensor, slope: Tensor, seed: Tensor | None, estimator: 
     _check_scalar(op, "slope", slope, True, input)
     if seed is not None:
         _check_scalar(op, "seed", seed, False, input)
+    _check_gumbel(op, estimator, seed, tau, input)
 
 
-def check_backward(grad_output: Tensor, input: Tensor, slope: Tensor, estimator: str) -> None:
+def check_backward(
+    grad_output: Tensor,
+    input: Tensor,
+    slope: Tensor,
+    estimator: str,
+    seed: Tensor | None = None,
+    tau: Tensor | None = None,
+) -> None:
     """The checks of ``threshold_sample_backward``'s arguments that need no tensor values."""
     op = "threshold_sample_backward"
     _check_estimator(op, estimator)
@@ -93,11 +119,16 @@ def check_backward(grad_output: Tensor, input: Tensor, slope: Tensor, estimator:
             f"{grad_output.device}"
         )
     _check_scalar(op, "slope", slope, True, input)
+    if seed is not None:
+        _check_scalar(op, "seed", seed, False, input)
+    _check_gumbel(op, estimator, seed, tau, input)
 
 
-def _slope(op: str, slope: Tensor, input: Tensor) -> tuple[Tensor, Tensor | None]:
-    """The slope in the input's opmath type, and where it lives on the device a 0-dim bool
-    tensor saying whether it is usable (a slope on the CPU is checked here instead: reading one
+def _positive(
+    op: str, slope: Tensor, input: Tensor, name: str = "slope"
+) -> tuple[Tensor, Tensor | None]:
+    """The slope (or tau) in the input's opmath type, and where it lives on the device a 0-dim
+    bool tensor saying whether it is usable (one on the CPU is checked here instead: reading one
     on a GPU would synchronize)."""
     opmath = _opmath_dtype(input.dtype)
     used = slope.to(opmath)
@@ -109,7 +140,7 @@ def _slope(op: str, slope: Tensor, input: Tensor) -> tuple[Tensor, Tensor | None
                 "computed in" if opmath == torch.float32 else ""
             )
             raise ValueError(
-                f"{op}: expected slope to be a finite number > 0{where}, got {float(slope):g}"
+                f"{op}: expected {name} to be a finite number > 0{where}, got {float(slope):g}"
             )
         return used, None  # a CPU 0-dim tensor: ops on any device read it as a number
     return used, (used > 0) & (used <= torch.finfo(opmath).max)
@@ -132,15 +163,20 @@ def _into_layout_of(input: Tensor, result: Tensor) -> Tensor:
 
 
 def threshold_sample(
-    input: Tensor, slope: Tensor, seed: Tensor | None, estimator: str, clip_value: float
+    input: Tensor,
+    slope: Tensor,
+    seed: Tensor | None,
+    estimator: str,
+    clip_value: float,
+    tau: Tensor | None = None,
 ) -> Tensor:
     """Forward: ``1[a > 0]`` if ``seed`` is None, else ``1[u < sigmoid(slope * a)]``.
 
     NaN inputs give NaN outputs. ``estimator`` and ``clip_value`` only matter for the backward
     pass; they are arguments of the op so that autograd can see them.
     """
-    check_forward(input, slope, seed, estimator)
-    used, usable = _slope("threshold_sample", slope, input)
+    check_forward(input, slope, seed, estimator, tau)
+    used, usable = _positive("threshold_sample", slope, input)
     if seed is None:
         hit = input > 0
     else:
@@ -154,15 +190,24 @@ def threshold_sample(
 
 
 def threshold_sample_backward(
-    grad_output: Tensor, input: Tensor, slope: Tensor, estimator: str, clip_value: float
+    grad_output: Tensor,
+    input: Tensor,
+    slope: Tensor,
+    estimator: str,
+    clip_value: float,
+    seed: Tensor | None = None,
+    tau: Tensor | None = None,
 ) -> Tensor:
     """Backward of :func:`threshold_sample` for the fused estimators.
 
     ``"identity"``: ``g``; ``"sigmoid"``: ``g * s * p * (1 - p)`` with ``p = sigmoid(s a)``;
-    ``"clipped"``: ``g * 1[|a| <= clip_value]``.
+    ``"clipped"``: ``g * 1[|a| <= clip_value]``; ``"gumbel"``: ``g * (s / tau) * q * (1 - q)``
+    with ``q = sigmoid((s a - logit(u)) / tau)`` and the forward's uniforms ``u``, drawn again
+    from ``seed``.
     """
-    check_backward(grad_output, input, slope, estimator)
-    used, usable = _slope("threshold_sample_backward", slope, input)
+    op = "threshold_sample_backward"
+    check_backward(grad_output, input, slope, estimator, seed, tau)
+    used, usable = _positive(op, slope, input)
     if estimator == "identity":
         result = grad_output
     elif estimator == "sigmoid":
@@ -170,12 +215,21 @@ def threshold_sample_backward(
         result = grad_output.to(opmath) * sigmoid_derivative(input.to(opmath), used)
         if usable is not None:
             result = torch.where(usable, result, torch.nan)
+    elif estimator == "gumbel":
+        opmath = _opmath_dtype(input.dtype)
+        used_tau, usable_tau = _positive(op, tau, input, name="tau")
+        u = _uniform_like(input, seed, opmath)
+        z = (input.to(opmath) * used - torch.logit(u)) / used_tau
+        result = grad_output.to(opmath) * ((used / used_tau) * sigmoid_derivative(z, 1.0))
+        for ok in (usable, usable_tau):
+            if ok is not None:
+                result = torch.where(ok, result, torch.nan)
     else:
         result = torch.where(input.abs() <= clip_value, grad_output, 0)
     return _into_layout_of(input, result)
 
 
-def sigmoid_derivative(input: Tensor, slope: Tensor) -> Tensor:
+def sigmoid_derivative(input: Tensor, slope: Tensor | float) -> Tensor:
     """``s * sigmoid(s a) * (1 - sigmoid(s a))``, in the dtype of ``input``.
 
     As ``s e / (1 + e)^2`` with ``e = exp(-|s a|)``: no cancellation near p = 1, and the tail

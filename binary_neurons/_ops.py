@@ -1,6 +1,6 @@
 """The threshold-and-sample custom op: schema, kernels, fake kernels and autograd.
 
-``binary_neurons::threshold_sample(input, slope, seed, estimator, clip_value)`` computes
+``binary_neurons::threshold_sample(input, slope, seed, estimator, clip_value, tau)`` computes
 ``y = 1[a > 0]`` (``seed`` is None) or ``y = 1[u < sigmoid(slope * a)]`` with uniforms ``u``
 generated from ``seed``; ``binary_neurons::threshold_sample_backward`` computes the fused
 estimator's pseudo-gradient from the saved input. The op is a pure function of its inputs:
@@ -26,11 +26,11 @@ __all__ = ["threshold_sample", "threshold_sample_backward"]
 SCHEMAS = {
     "threshold_sample": (
         "threshold_sample(Tensor input, Tensor slope, Tensor? seed, str estimator, "
-        "float clip_value) -> Tensor"
+        "float clip_value, Tensor? tau=None) -> Tensor"
     ),
     "threshold_sample_backward": (
         "threshold_sample_backward(Tensor grad_output, Tensor input, Tensor slope, "
-        "str estimator, float clip_value) -> Tensor"
+        "str estimator, float clip_value, Tensor? seed=None, Tensor? tau=None) -> Tensor"
     ),
 }
 
@@ -57,25 +57,30 @@ threshold_sample_backward = torch.ops.binary_neurons.threshold_sample_backward.d
 # arguments as the real kernels do, so that, say, a seed on the meta device beside a CPU input
 # is an error rather than an uninitialized CPU tensor.
 @torch.library.register_fake("binary_neurons::threshold_sample")
-def _threshold_sample_fake(input, slope, seed, estimator, clip_value):
-    _fallback.check_forward(input, slope, seed, estimator)
+def _threshold_sample_fake(input, slope, seed, estimator, clip_value, tau=None):
+    _fallback.check_forward(input, slope, seed, estimator, tau)
     return torch.empty_like(input)
 
 
 @torch.library.register_fake("binary_neurons::threshold_sample_backward")
-def _threshold_sample_backward_fake(grad_output, input, slope, estimator, clip_value):
-    _fallback.check_backward(grad_output, input, slope, estimator)
+def _threshold_sample_backward_fake(
+    grad_output, input, slope, estimator, clip_value, seed=None, tau=None
+):
+    _fallback.check_backward(grad_output, input, slope, estimator, seed, tau)
     return torch.empty_like(input)
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    input, slope, seed, estimator, clip_value = inputs
+    input, slope, seed, estimator, clip_value, tau = inputs
     ctx.estimator = estimator
     ctx.clip_value = clip_value
-    # The identity estimator needs nothing; the others need the input (and the 0-dim slope).
-    # The noise is never saved: no estimator needs it.
+    # The identity estimator needs nothing; the others need the input (and the 0-dim slope);
+    # Gumbel also the seed and tau, from which its backward draws the forward's uniforms again.
+    # The noise itself is never saved.
     if estimator == "identity":
         ctx.save_for_backward()
+    elif estimator == "gumbel":
+        ctx.save_for_backward(input, slope, seed, tau)
     else:
         ctx.save_for_backward(input, slope)
 
@@ -84,11 +89,11 @@ def _backward(ctx, grad_output: Tensor):
     if ctx.estimator == "identity":
         grad_input = grad_output
     else:
-        input, slope = ctx.saved_tensors
+        input, slope, *gumbel = ctx.saved_tensors
         grad_input = threshold_sample_backward(
-            grad_output, input, slope, ctx.estimator, ctx.clip_value
+            grad_output, input, slope, ctx.estimator, ctx.clip_value, *gumbel
         )
-    return grad_input, None, None, None, None
+    return grad_input, None, None, None, None, None
 
 
 torch.library.register_autograd(

@@ -1,4 +1,5 @@
-"""Slope annealing: raise the slope of annealed binary neurons during training."""
+"""Annealing: raise the slope of annealed binary neurons (and lower Gumbel temperatures) during
+training."""
 
 from __future__ import annotations
 
@@ -24,9 +25,12 @@ class SlopeAnnealer:
     last trained at; if the final model should keep that slope (a stochastic neuron samples
     with it), step at the start of every epoch but the first instead.
 
-    The slopes live in the layers' ``slope`` buffers, so they are saved and restored with the
-    model's ``state_dict``; :meth:`state_dict` holds the annealer's own settings and step
-    count. Restoring both resumes the schedule exactly.
+    With ``temperature_factor``, each step also multiplies the temperature of every
+    ``"gumbel"`` layer by it (a factor below 1 cools it), never below ``min_temperature``.
+
+    The slopes and temperatures live in the layers' ``slope`` and ``tau`` buffers, so they are
+    saved and restored with the model's ``state_dict``; :meth:`state_dict` holds the annealer's
+    own settings and step count. Restoring both resumes the schedule exactly.
 
     Args:
         model: a module containing at least one :class:`~binary_neurons.DeterministicBinary` or
@@ -34,10 +38,13 @@ class SlopeAnnealer:
             itself may be that layer).
         factor: the multiplier applied per step, a finite number > 0. Default: 1.1.
         max_slope: an upper bound on the slope, or ``None`` for none. Default: ``None``.
+        temperature_factor: the multiplier of Gumbel temperatures per step, a finite number
+            > 0, or ``None`` (default) to leave them alone.
+        min_temperature: the floor of the temperatures, a finite number > 0. Default: 0.1.
 
     Raises:
-        ValueError: if ``model`` has no annealed binary neuron, or for a bad ``factor`` or
-            ``max_slope``.
+        ValueError: if ``model`` has nothing to anneal (no ``"annealed"`` layer, and no
+            ``"gumbel"`` layer or no ``temperature_factor``), or for a bad setting.
 
     Example:
         >>> import torch
@@ -50,24 +57,43 @@ class SlopeAnnealer:
         ...     annealer.step()
         >>> round(float(model[1].slope), 4)
         1.331
+
+        Cooling a Gumbel layer from tau = 1 by 0.5 per step, down to 0.2:
+
+        >>> layer = bn.StochasticBinary(estimator="gumbel")
+        >>> annealer = bn.SlopeAnnealer(layer, temperature_factor=0.5, min_temperature=0.2)
+        >>> for epoch in range(3):
+        ...     annealer.step()
+        >>> annealer.temperatures
+        [0.2]
     """
 
     def __init__(
-        self, model: nn.Module, factor: float = 1.1, max_slope: Optional[float] = None
+        self,
+        model: nn.Module,
+        factor: float = 1.1,
+        max_slope: Optional[float] = None,
+        *,
+        temperature_factor: Optional[float] = None,
+        min_temperature: float = 0.1,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.factor = positive_finite("factor", factor)
         self.max_slope = None if max_slope is None else positive_finite("max_slope", max_slope)
-        self.layers = [
-            module
-            for module in model.modules()
-            if isinstance(module, BinaryNeuron) and module.estimator.anneals
-        ]
-        if not self.layers:
+        self.temperature_factor = (
+            None
+            if temperature_factor is None
+            else positive_finite("temperature_factor", temperature_factor)
+        )
+        self.min_temperature = positive_finite("min_temperature", min_temperature)
+        neurons = [module for module in model.modules() if isinstance(module, BinaryNeuron)]
+        self.layers = [module for module in neurons if module.estimator.anneals]
+        self.gumbel_layers = [module for module in neurons if module.tau is not None]
+        if not self.layers and (self.temperature_factor is None or not self.gumbel_layers):
             raise ValueError(
-                "model has no binary neuron with estimator='annealed', so there is no slope to "
-                "anneal; create the layers with estimator='annealed'"
+                "model has nothing to anneal: no binary neuron with estimator='annealed' (whose "
+                "slope rises), and no estimator='gumbel' layer with temperature_factor set"
             )
         self.num_steps = 0
 
@@ -95,6 +121,8 @@ class SlopeAnnealer:
             new.append(slope)
         for layer, slope in zip(self.layers, new):
             layer.slope.copy_(slope)
+        for layer in self.gumbel_layers if self.temperature_factor is not None else ():
+            layer.tau.copy_((layer.tau * self.temperature_factor).clamp(min=self.min_temperature))
         self.num_steps += 1
 
     @property
@@ -102,9 +130,21 @@ class SlopeAnnealer:
         """The current slope of each annealed layer, in model order."""
         return [float(layer.slope) for layer in self.layers]
 
+    @property
+    def temperatures(self) -> list[float]:
+        """The current temperature of each Gumbel layer, in model order."""
+        return [float(layer.tau) for layer in self.gumbel_layers]
+
     def state_dict(self) -> dict[str, Any]:
-        """The annealer's settings and step count (the slopes are in the model's state)."""
-        return {"factor": self.factor, "max_slope": self.max_slope, "num_steps": self.num_steps}
+        """The annealer's settings and step count (slopes and temperatures are in the model's
+        state)."""
+        return {
+            "factor": self.factor,
+            "max_slope": self.max_slope,
+            "num_steps": self.num_steps,
+            "temperature_factor": self.temperature_factor,
+            "min_temperature": self.min_temperature,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
@@ -121,6 +161,16 @@ class SlopeAnnealer:
                 f"{num_steps!r}"
             )
         self.factor, self.max_slope, self.num_steps = factor, max_slope, num_steps
+        # Absent from state_dicts written before temperatures were annealed: keep the settings.
+        if "temperature_factor" in state_dict:
+            value = state_dict["temperature_factor"]
+            self.temperature_factor = (
+                None if value is None else positive_finite("temperature_factor", value)
+            )
+        if "min_temperature" in state_dict:
+            self.min_temperature = positive_finite(
+                "min_temperature", state_dict["min_temperature"]
+            )
 
     def __repr__(self) -> str:
         return (

@@ -37,6 +37,7 @@ __all__ = [
     "SigmoidAdjusted",
     "SlopeAnnealed",
     "ClippedStraightThrough",
+    "GumbelStraightThrough",
     "ESTIMATORS",
     "get_estimator",
 ]
@@ -68,9 +69,15 @@ class Estimator:
     name: str = ""
     #: Whether :class:`~binary_neurons.SlopeAnnealer` raises the slope of layers using it.
     anneals: bool = False
-    #: Name of the fused backward kernel (``"identity"``, ``"sigmoid"`` or ``"clipped"``), or
-    #: ``None`` for estimators that run in Python.
+    #: Name of the fused backward kernel (``"identity"``, ``"sigmoid"``, ``"clipped"`` or
+    #: ``"gumbel"``), or ``None`` for estimators that run in Python.
     kernel: str | None = None
+    #: Whether the estimator needs the neuron's sample (so only stochastic neurons can use it).
+    needs_sample: bool = False
+    #: With ``signed=True`` outputs :math:`2y - 1`, the factor on the pseudo-gradient: 2 where
+    #: the estimator differentiates a surrogate of :math:`y` (the surrogate of :math:`2y - 1`
+    #: is twice as steep), 1 where it passes :math:`g` through as the straight-through ones do.
+    signed_scale: float = 1.0
 
     def backward(self, grad_output: Tensor, input: Tensor, slope: Tensor) -> Tensor:
         """Return the pseudo-gradient :math:`\\partial L / \\partial a`.
@@ -147,6 +154,7 @@ class SigmoidAdjusted(Estimator):
 
     name = "sigmoid"
     kernel = "sigmoid"
+    signed_scale = 2.0
 
     def backward(self, grad_output: Tensor, input: Tensor, slope: Tensor) -> Tensor:
         opmath = torch.promote_types(input.dtype, torch.float32)
@@ -214,10 +222,72 @@ class ClippedStraightThrough(Estimator):
         return f"{type(self).__name__}(clip_value={self._clip_value})"
 
 
+class GumbelStraightThrough(Estimator):
+    r"""Binary Gumbel (concrete) straight-through estimator (``"gumbel"``), for stochastic neurons.
+
+    The forward pass is the stochastic neuron's own sample, bit for bit. The backward pass
+    differentiates its relaxation at temperature :math:`	au` with the *same* uniform :math:`u`
+    (Jang et al., 2017, arXiv:1611.01144; Maddison et al., 2017, arXiv:1611.00712):
+
+    .. math::
+        y = \mathbb{1}[u < \sigma(s a)] = \mathbb{1}[q > 1/2], \qquad
+        q = \sigma\Bigl(rac{s a - \operatorname{logit} u}{	au}\Bigr), \qquad
+        rac{\partial L}{\partial a} = g \, rac{s}{	au} \, q (1 - q).
+
+    The uniforms are drawn again from the forward's seed inside the backward kernel, never
+    saved. A small :math:`	au` makes :math:`q` closer to the step (less bias, more variance);
+    :class:`~binary_neurons.SlopeAnnealer` can lower it during training
+    (``temperature_factor``). A layer keeps its temperature in its ``tau`` buffer.
+
+    Args:
+        tau: the temperature :math:`	au > 0`. Default: 1.0.
+
+    Examples:
+        >>> import torch
+        >>> import binary_neurons as bn
+        >>> layer = bn.StochasticBinary(estimator=bn.GumbelStraightThrough(tau=0.5))
+        >>> layer
+        StochasticBinary(estimator='gumbel', slope=1, tau=0.5, eval_mode='sample')
+        >>> a = torch.zeros(4, requires_grad=True)
+        >>> layer(a).sum().backward()
+        >>> bool((a.grad > 0).all())  # (s / tau) q (1 - q) > 0
+        True
+    """
+
+    name = "gumbel"
+    kernel = "gumbel"
+    needs_sample = True
+    signed_scale = 2.0
+
+    def __init__(self, tau: float = 1.0) -> None:
+        self.tau = positive_finite("tau", tau)
+
+    def backward(self, grad_output: Tensor, input: Tensor, slope: Tensor) -> Tensor:
+        raise NotImplementedError(
+            "GumbelStraightThrough needs the forward's uniforms, which only the op's own "
+            "backward draws again; use it through stochastic_binary or StochasticBinary"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.tau == other.tau
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.tau))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(tau={self.tau})"
+
+
 #: The built-in estimators by name.
 ESTIMATORS: dict[str, type[Estimator]] = {
     cls.name: cls
-    for cls in (StraightThrough, SigmoidAdjusted, SlopeAnnealed, ClippedStraightThrough)
+    for cls in (
+        StraightThrough,
+        SigmoidAdjusted,
+        SlopeAnnealed,
+        ClippedStraightThrough,
+        GumbelStraightThrough,
+    )
 }
 
 EstimatorLike = Union[str, Estimator]
@@ -227,8 +297,8 @@ def get_estimator(estimator: EstimatorLike) -> Estimator:
     """Return the estimator named by ``estimator``, or ``estimator`` itself if it is one.
 
     Args:
-        estimator: one of ``"identity"``, ``"sigmoid"``, ``"annealed"``, ``"clipped"``, or an
-            :class:`Estimator` instance.
+        estimator: one of ``"identity"``, ``"sigmoid"``, ``"annealed"``, ``"clipped"``,
+            ``"gumbel"``, or an :class:`Estimator` instance.
 
     Raises:
         ValueError: for an unknown name.

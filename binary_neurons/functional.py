@@ -104,26 +104,59 @@ class _PythonEstimatorFunction(torch.autograd.Function):
 
 
 def _binary(
-    input: Tensor, estimator: EstimatorLike, slope: SlopeLike, seed: Optional[Tensor]
+    input: Tensor,
+    estimator: EstimatorLike,
+    slope: SlopeLike,
+    seed: Optional[Tensor],
+    signed: bool,
 ) -> Tensor:
-    return apply_binary(input, get_estimator(estimator), _as_slope_tensor(slope, input), seed)
+    estimator = get_estimator(estimator)
+    if estimator.needs_sample and seed is None:
+        raise ValueError(
+            f"estimator {estimator.name!r} needs a stochastic neuron's sample; use it with "
+            "stochastic_binary or StochasticBinary"
+        )
+    return apply_binary(input, estimator, _as_slope_tensor(slope, input), seed, signed=signed)
 
 
 def apply_binary(
-    input: Tensor, estimator: Estimator, slope: Tensor, seed: Optional[Tensor]
+    input: Tensor,
+    estimator: Estimator,
+    slope: Tensor,
+    seed: Optional[Tensor],
+    tau: Optional[Tensor] = None,
+    signed: bool = False,
 ) -> Tensor:
     """Run the op with an already validated estimator and 0-dim slope tensor.
 
-    The layers call this directly: their slope buffer is validated whenever it is set, so the
-    per-call checks of the public functions would only add latency to small inputs.
+    The layers call this directly: their slope (and tau) buffers are validated whenever they are
+    set, so the per-call checks of the public functions would only add latency to small inputs.
+    With ``signed``, the output is ``2 y - 1`` and the pseudo-gradient is scaled by the
+    estimator's ``signed_scale``.
     """
     if estimator.kernel is None:
-        return _PythonEstimatorFunction.apply(input, slope, seed, estimator)
-    return _ops.threshold_sample(input, slope, seed, estimator.kernel, estimator.clip_value)
+        y = _PythonEstimatorFunction.apply(input, slope, seed, estimator)
+    else:
+        if estimator.kernel == "gumbel" and tau is None:
+            tau = torch.tensor(estimator.tau, dtype=torch.float64)
+        y = _ops.threshold_sample(
+            input, slope, seed, estimator.kernel, estimator.clip_value, tau
+        )
+    if not signed:
+        return y
+    scale = estimator.signed_scale
+    if scale == 2.0:  # the surrogate's own derivative: that of 2 y - 1
+        return y * 2 - 1
+    # 2 y - 1 in value, with `scale` times y's pseudo-gradient.
+    return y * scale + (y.detach() * (2 - scale) - 1)
 
 
 def deterministic_binary(
-    input: Tensor, estimator: EstimatorLike = "sigmoid", slope: SlopeLike = 1.0
+    input: Tensor,
+    estimator: EstimatorLike = "sigmoid",
+    slope: SlopeLike = 1.0,
+    *,
+    signed: bool = False,
 ) -> Tensor:
     r"""Deterministic binary neuron: threshold the pre-activation at zero.
 
@@ -133,12 +166,20 @@ def deterministic_binary(
     :math:`a = 0` gives 0; NaN gives NaN. The slope :math:`s` does not change the forward pass;
     it enters the pseudo-gradient of the ``"sigmoid"`` and ``"annealed"`` estimators.
 
+    With ``signed=True`` the output is :math:`2y - 1 \in \{-1, +1\}`, the sign function
+    with :math:`\operatorname{sign}(0) = -1`. The pseudo-gradients keep their meaning for it:
+    ``"identity"`` passes :math:`g`, ``"clipped"`` :math:`g \, \mathbb{1}[|a| \le c]`, and
+    ``"sigmoid"``/``"annealed"`` differentiate :math:`2\sigma(s a) - 1`, giving
+    :math:`2 g s \sigma(s a)(1 - \sigma(s a))`.
+
     Args:
         input: the pre-activation :math:`a`, a floating-point tensor of any shape.
         estimator: the gradient estimator: ``"identity"``, ``"sigmoid"`` (default),
-            ``"annealed"``, ``"clipped"``, or an :class:`~binary_neurons.estimators.Estimator`.
+            ``"annealed"``, ``"clipped"``, ``"gumbel"`` (stochastic only), or an
+            :class:`~binary_neurons.estimators.Estimator`.
         slope: the slope :math:`s > 0`, a number or a one-element tensor; finite in the type
             the input is computed in (float32 for half types). Default: 1.0.
+        signed: output :math:`\{-1, +1\}` instead of :math:`\{0, 1\}`. Default: False.
 
     Shape:
         Input: :math:`(*)`, any shape, including empty and 0-dim.
@@ -147,6 +188,8 @@ def deterministic_binary(
     Examples:
         >>> import torch
         >>> from binary_neurons.functional import deterministic_binary
+        >>> deterministic_binary(torch.tensor([-1.0, 0.0, 2.0]), signed=True)
+        tensor([-1., -1.,  1.])
         >>> a = torch.tensor([-1.0, 0.0, 2.0], requires_grad=True)
         >>> y = deterministic_binary(a)
         >>> y.detach()
@@ -156,7 +199,7 @@ def deterministic_binary(
         tensor([0.1966, 0.2500, 0.1050])
     """
     check_input(input)
-    return _binary(input, estimator, slope, None)
+    return _binary(input, estimator, slope, None, signed)
 
 
 def stochastic_binary(
@@ -164,6 +207,8 @@ def stochastic_binary(
     estimator: EstimatorLike = "sigmoid",
     slope: SlopeLike = 1.0,
     generator: Optional[torch.Generator] = None,
+    *,
+    signed: bool = False,
 ) -> Tensor:
     r"""Stochastic binary neuron: a Bernoulli sample with probability :math:`\sigma(s a)`.
 
@@ -174,16 +219,20 @@ def stochastic_binary(
     Fresh noise is drawn on every call: a seed is taken from ``generator`` (or the default
     generator of the input's device, so :func:`torch.manual_seed` makes runs repeat), and the
     uniforms are generated from it inside the kernel. No gradient flows to the noise. NaN
-    gives NaN.
+    gives NaN. With ``signed=True`` the output is :math:`2y - 1 \in \{-1, +1\}` and the
+    pseudo-gradients are those of :func:`deterministic_binary`'s signed form (``"gumbel"``:
+    :math:`2 g (s / \tau) q (1 - q)`, the derivative of :math:`2q - 1`).
 
     Args:
         input: the pre-activation :math:`a`, a floating-point tensor of any shape.
         estimator: the gradient estimator: ``"identity"``, ``"sigmoid"`` (default),
-            ``"annealed"``, ``"clipped"``, or an :class:`~binary_neurons.estimators.Estimator`.
+            ``"annealed"``, ``"clipped"``, ``"gumbel"`` (stochastic only), or an
+            :class:`~binary_neurons.estimators.Estimator`.
         slope: the slope :math:`s > 0`, a number or a one-element tensor; finite in the type
             the input is computed in (float32 for half types). Default: 1.0.
         generator: a :class:`torch.Generator` on the input's device, or ``None`` for the
             default generator.
+        signed: output :math:`\{-1, +1\}` instead of :math:`\{0, 1\}`. Default: False.
 
     Shape:
         Input: :math:`(*)`, any shape, including empty and 0-dim.
@@ -200,7 +249,7 @@ def stochastic_binary(
         True
     """
     check_input(input)
-    return _binary(input, estimator, slope, draw_seed(input, generator))
+    return _binary(input, estimator, slope, draw_seed(input, generator), signed)
 
 
 def preactivation(input: Tensor, slope: SlopeLike = 1.0) -> Tensor:

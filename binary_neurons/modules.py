@@ -13,18 +13,25 @@ from .estimators import EstimatorLike, get_estimator
 
 __all__ = ["BinaryNeuron", "DeterministicBinary", "StochasticBinary"]
 
+# What a "gumbel" layer thresholds with in evaluation mode (eval_mode="threshold").
+_THRESHOLD_ESTIMATOR = get_estimator("sigmoid")
+
 
 class BinaryNeuron(nn.Module):
-    """Base class of the binary-neuron layers: an estimator and a slope.
+    r"""Base class of the binary-neuron layers: an estimator and a slope.
 
     The slope is a 0-dim buffer named ``slope``: it is saved in the ``state_dict``, moves with
-    the module, and is what :class:`~binary_neurons.SlopeAnnealer` raises. A binary neuron has
-    no learnable parameters.
+    the module, and is what :class:`~binary_neurons.SlopeAnnealer` raises. With the
+    ``"gumbel"`` estimator the temperature is a second such buffer, ``tau``. A binary neuron
+    has no learnable parameters.
 
     Args:
         estimator: the gradient estimator, by name or as an
             :class:`~binary_neurons.estimators.Estimator`. Default: ``"sigmoid"``.
         slope: the initial slope :math:`s > 0`. Default: 1.0.
+        signed: output :math:`\{-1, +1\}` (:math:`2y - 1`) instead of :math:`\{0, 1\}`; see
+            :func:`~binary_neurons.functional.deterministic_binary` for the pseudo-gradients.
+            Default: False.
 
     Examples:
         >>> import binary_neurons as bn
@@ -37,11 +44,17 @@ class BinaryNeuron(nn.Module):
     """
 
     slope: Tensor
+    tau: Optional[Tensor]
 
-    def __init__(self, estimator: EstimatorLike = "sigmoid", slope: float = 1.0) -> None:
+    def __init__(
+        self, estimator: EstimatorLike = "sigmoid", slope: float = 1.0, signed: bool = False
+    ) -> None:
         super().__init__()
         self.estimator = get_estimator(estimator)
+        self.signed = bool(signed)
         self.register_buffer("slope", torch.tensor(F.check_slope_value(slope)))
+        tau = getattr(self.estimator, "tau", None) if self.estimator.kernel == "gumbel" else None
+        self.register_buffer("tau", None if tau is None else torch.tensor(tau))
 
     def set_slope(self, value: float) -> None:
         """Set the slope to ``value`` (a finite number > 0), in place."""
@@ -49,22 +62,35 @@ class BinaryNeuron(nn.Module):
         with torch.no_grad():
             self.slope.fill_(value)
 
+    def set_tau(self, value: float) -> None:
+        """Set the Gumbel estimator's temperature to ``value`` (a finite number > 0), in place."""
+        if self.tau is None:
+            raise ValueError(
+                f"this layer's estimator is {self.estimator.name!r}; only 'gumbel' has a "
+                "temperature"
+            )
+        value = positive_finite("tau", value)
+        with torch.no_grad():
+            self.tau.fill_(value)
+
     def probability(self, input: Tensor) -> Tensor:
         r"""The preactivated output :math:`p = \sigma(s a)` at the layer's current slope."""
         return F.preactivation(input, self.slope)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        slope = state_dict.get(prefix + "slope")
-        if isinstance(slope, Tensor) and slope.numel() == 1:
-            positive_finite(f"{prefix}slope in the state_dict", slope.item())
+        for name in ("slope", "tau"):
+            value = state_dict.get(prefix + name)
+            if isinstance(value, Tensor) and value.numel() == 1:
+                positive_finite(f"{prefix}{name} in the state_dict", value.item())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
-        return f"estimator={self.estimator.name!r}, slope={float(self.slope):g}" + (
-            f", clip_value={self.estimator.clip_value:g}"
-            if self.estimator.name == "clipped"
-            else ""
-        )
+        text = f"estimator={self.estimator.name!r}, slope={float(self.slope):g}"
+        if self.estimator.name == "clipped":
+            text += f", clip_value={self.estimator.clip_value:g}"
+        if self.tau is not None:
+            text += f", tau={float(self.tau):g}"
+        return text + (", signed=True" if self.signed else "")
 
 
 class DeterministicBinary(BinaryNeuron):
@@ -77,6 +103,7 @@ class DeterministicBinary(BinaryNeuron):
         estimator: the gradient estimator: ``"identity"``, ``"sigmoid"`` (default),
             ``"annealed"``, ``"clipped"``, or an :class:`~binary_neurons.estimators.Estimator`.
         slope: the initial slope :math:`s > 0`. Default: 1.0.
+        signed: output :math:`\{-1, +1\}` instead of :math:`\{0, 1\}`. Default: False.
 
     Shape:
         Input: :math:`(*)`, any shape.
@@ -94,6 +121,16 @@ class DeterministicBinary(BinaryNeuron):
         (torch.Size([2, 3]), True)
     """
 
+    def __init__(
+        self, estimator: EstimatorLike = "sigmoid", slope: float = 1.0, signed: bool = False
+    ) -> None:
+        super().__init__(estimator, slope, signed)
+        if self.estimator.needs_sample:
+            raise ValueError(
+                f"estimator {self.estimator.name!r} needs a stochastic neuron's sample; use "
+                "StochasticBinary"
+            )
+
     def forward(self, input: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """Threshold the pre-activation.
 
@@ -103,7 +140,7 @@ class DeterministicBinary(BinaryNeuron):
                 can call either neuron type the same way.
         """
         F.check_input(input)
-        return F.apply_binary(input, self.estimator, self.slope, None)
+        return F.apply_binary(input, self.estimator, self.slope, None, signed=self.signed)
 
 
 class StochasticBinary(BinaryNeuron):
@@ -112,13 +149,17 @@ class StochasticBinary(BinaryNeuron):
     Applied elementwise; see :func:`~binary_neurons.functional.stochastic_binary`. In training
     mode it always samples. In evaluation mode it does what ``eval_mode`` says: keep sampling
     (the default, as BinaryGAN's generator does at test time), threshold at
-    :math:`p = 0.5`, or return the probability :math:`p` itself.
+    :math:`p = 0.5`, or return the probability :math:`p` itself (:math:`2p - 1`, the expected
+    output, when ``signed``). A ``"gumbel"`` layer thresholds with the sigmoid-adjusted
+    pseudo-gradient, having no sample to relax.
 
     Args:
         estimator: the gradient estimator: ``"identity"``, ``"sigmoid"`` (default),
-            ``"annealed"``, ``"clipped"``, or an :class:`~binary_neurons.estimators.Estimator`.
+            ``"annealed"``, ``"clipped"``, ``"gumbel"``, or an
+            :class:`~binary_neurons.estimators.Estimator`.
         slope: the initial slope :math:`s > 0`. Default: 1.0.
         eval_mode: ``"sample"`` (default), ``"threshold"`` or ``"probability"``.
+        signed: output :math:`\{-1, +1\}` instead of :math:`\{0, 1\}`. Default: False.
 
     Shape:
         Input: :math:`(*)`, any shape.
@@ -147,8 +188,9 @@ class StochasticBinary(BinaryNeuron):
         estimator: EstimatorLike = "sigmoid",
         slope: float = 1.0,
         eval_mode: str = "sample",
+        signed: bool = False,
     ) -> None:
-        super().__init__(estimator, slope)
+        super().__init__(estimator, slope, signed)
         self.eval_mode = eval_mode
 
     @property
@@ -173,13 +215,17 @@ class StochasticBinary(BinaryNeuron):
                 ``None`` for the default generator.
         """
         F.check_input(input)
+        estimator = self.estimator
         if self.training or self.eval_mode == "sample":
             seed = F.draw_seed(input, generator)
         elif self.eval_mode == "threshold":
             seed = None
+            if estimator.needs_sample:  # nothing sampled to relax: the sigmoid's gradient
+                estimator = _THRESHOLD_ESTIMATOR
         else:
-            return self.probability(input)
-        return F.apply_binary(input, self.estimator, self.slope, seed)
+            probability = self.probability(input)
+            return probability * 2 - 1 if self.signed else probability
+        return F.apply_binary(input, estimator, self.slope, seed, self.tau, self.signed)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", eval_mode={self.eval_mode!r}"

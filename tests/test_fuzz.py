@@ -8,7 +8,9 @@ saturates), a slope from 1e-3 to 1e3, an estimator and a clip value, and checks:
 * the deterministic forward: equal, bit for bit, with the same layout;
 * the stochastic forward: 0 or 1, NaN exactly where the input is NaN, the same again for the
   same seed, and decided (as the reference decides it) wherever p is exactly 0 or 1;
-* the backward of every estimator: equal within the documented tolerances (``TOLERANCES``).
+* the backward of every estimator: equal within the documented tolerances (``TOLERANCES``);
+  the Gumbel backward, whose uniforms differ between the backends, against a float64 formula
+  evaluated with the native kernels' own uniforms (``test_gumbel_backward_against_the_formula``).
 
 The two backends draw different (equally valid) uniforms, so their samples are compared by
 their statistics instead (``test_sampling_statistics``).
@@ -53,8 +55,12 @@ SPECIALS = [math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-40, -1e-40, 6e4, -6e4, 
 LAYOUTS = ["contiguous", "transposed", "channels_last", "strided", "offset", "expanded"]
 
 
+# The Gumbel estimator draws its own uniforms again, which differ between the backends.
+STRAIGHT_THROUGH = tuple(name for name in _fallback.ESTIMATORS if name != "gumbel")
+
+
 @st.composite
-def cases(draw):
+def cases(draw, estimators=STRAIGHT_THROUGH):
     dtype = draw(st.sampled_from(FLOAT_DTYPES))
     shape = tuple(draw(st.lists(st.integers(0, 9), min_size=0, max_size=4)))
     if draw(st.booleans()) and len(shape) == 1:
@@ -66,7 +72,7 @@ def cases(draw):
         "input": _tensor(shape, dtype, layout, generator, scale, draw),
         "grad_scale": draw(st.sampled_from([1.0, 1e-3, 6e4])),
         "slope": draw(st.one_of(st.just(1.0), st.floats(1e-3, 1e3))),
-        "estimator": draw(st.sampled_from(_fallback.ESTIMATORS)),
+        "estimator": draw(st.sampled_from(estimators)),
         "clip_value": draw(st.sampled_from([0.0, 0.5, 1.0, 3.0])),
         "seed": draw(st.integers(0, 2**62)),
         "generator": generator,
@@ -139,6 +145,52 @@ def test_native_agrees_with_the_reference(case):
         assert same_bits(native, expected)
 
 
+def _native_uniforms(a: torch.Tensor, seed: int) -> torch.Tensor:
+    """The uniforms the native kernels draw for ``a``, in float64, laid out as ``a``: element i
+    of the output's memory (``empty_like(a)``'s dense layout) takes uniform i."""
+    double = a.dtype == torch.float64
+    flat = torch.ops.binary_neurons._philox_uniform(seed, 0, a.numel(), double).double()
+    u = torch.empty_like(a, dtype=torch.float64)
+    u.as_strided((u.numel(),), (1,)).copy_(flat)
+    return u
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(cases(estimators=("gumbel",)), st.floats(0.05, 20.0))
+def test_gumbel_backward_against_the_formula(case, tau):
+    a, clip = case["input"], case["clip_value"]
+    slope = torch.tensor(case["slope"], dtype=torch.float64)
+    seed = torch.tensor(case["seed"])
+    tau_t = torch.tensor(tau, dtype=torch.float64)
+    # The forward is the stochastic neuron's sample, bit for bit.
+    assert same_bits(OP(a, slope, seed, "gumbel", clip, tau_t),
+                     OP(a, slope, seed, "sigmoid", clip))
+    g = (torch.randn(a.shape, generator=case["generator"], dtype=torch.float64)
+         * case["grad_scale"]).to(a.dtype)
+    native = OP_BACKWARD(g, a, slope, "gumbel", clip, seed, tau_t)
+    reference = _fallback.threshold_sample_backward(g, a, slope, "gumbel", clip, seed, tau_t)
+    assert native.stride() == reference.stride()
+    assert torch.equal(native.isnan(), reference.isnan())
+    # g (s / tau) q (1 - q), q = sigmoid(z), with the native uniforms, in float64 (a stable form).
+    u = _native_uniforms(a, case["seed"])
+    z = (a.double() * case["slope"] - torch.logit(u)) / tau
+    e = torch.exp(-z.abs())
+    exact = g.double() * (case["slope"] / tau) * e / (1 + e).square()
+    # The kernel rounds s a, logit(u) and z in its opmath type: a relative error of a few ulps
+    # of z in z, which is that times |z| in q (1 - q); then one rounding to the dtype.
+    opmath = torch.promote_types(a.dtype, torch.float32)
+    eps = torch.finfo(opmath).eps
+    rtol = 16 * eps * (2 + z.abs() * (1 + (a.double() * case["slope"]).abs() / tau))
+    rtol = rtol + TOLERANCES[a.dtype]
+    g_max = float(g.abs().max()) if g.numel() else 0.0
+    floor = grad_atol(a.dtype, case["slope"] / tau) * max(1.0, g_max)
+    infinite = z.isinf()  # a = +-inf: q is 0 or 1, so no gradient
+    assert bool(native[infinite].eq(0).all())
+    finite = exact.isfinite() & native.isfinite() & ~infinite
+    error = (native.double() - exact).abs()
+    assert bool((error[finite] <= rtol[finite] * exact.abs()[finite] + floor).all())
+
+
 # ---------------------------------------------------------------------------------------------
 # Sampling statistics: both backends against p, including p at 0 and 1 and near them.
 
@@ -178,16 +230,19 @@ def test_sampling_statistics(dtype, backend):
     reason="compares the CUDA kernels with the CPU ones: needs the native kernels on CUDA",
 )
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(cases())
+@given(cases(estimators=_fallback.ESTIMATORS))
 def test_cuda_computes_the_cpu_kernels_bits(case):
     a, estimator, clip = case["input"], case["estimator"], case["clip_value"]
     a_cuda = a.cuda()
     slope = torch.tensor(case["slope"], dtype=torch.float64)
-    for seed in (None, torch.tensor(case["seed"])):
-        cuda_seed = None if seed is None else seed.cuda()
-        assert same_bits(OP(a_cuda, slope.cuda(), cuda_seed, estimator, clip).cpu(),
-                      OP(a, slope, seed, estimator, clip))
+    seed, tau = torch.tensor(case["seed"]), torch.tensor(0.7, dtype=torch.float64)
+    for forward_seed in (None, seed) if estimator != "gumbel" else (seed,):
+        cuda_seed = None if forward_seed is None else forward_seed.cuda()
+        assert same_bits(OP(a_cuda, slope.cuda(), cuda_seed, estimator, clip, tau.cuda()).cpu(),
+                         OP(a, slope, forward_seed, estimator, clip, tau))
     g = (torch.randn(a.shape, generator=case["generator"], dtype=torch.float64)
          * case["grad_scale"]).to(a.dtype)
-    assert same_bits(OP_BACKWARD(g.cuda(), a_cuda, slope.cuda(), estimator, clip).cpu(),
-                  OP_BACKWARD(g, a, slope, estimator, clip))
+    assert same_bits(
+        OP_BACKWARD(g.cuda(), a_cuda, slope.cuda(), estimator, clip, seed.cuda(), tau.cuda()).cpu(),
+        OP_BACKWARD(g, a, slope, estimator, clip, seed, tau),
+    )

@@ -369,7 +369,7 @@ def test_clipped_and_identity_backward(device, dtype):
 
 def test_unknown_estimator_is_named():
     a = torch.zeros(3)
-    with pytest.raises(ValueError, match="'bogus'.*'identity', 'sigmoid' or 'clipped'"):
+    with pytest.raises(ValueError, match="'bogus'.*'identity', 'sigmoid', 'clipped' or 'gumbel'"):
         threshold_sample_backward(a, a, _slope(), "bogus", 0.0)
 
 

@@ -25,7 +25,10 @@ def _samples(device):
             for noise in (None, seed):
                 a = base.to(dtype).requires_grad_()
                 yield (a, torch.tensor(1.7, dtype=torch.float64), noise, estimator, 1.0)
+        a = base.to(dtype).requires_grad_()
+        yield (a, torch.tensor(1.7, dtype=torch.float64), seed, "gumbel", 1.0, torch.tensor(0.5))
     yield (base.t().requires_grad_(), torch.tensor(2.0), seed, "sigmoid", 1.0)
+    yield (base.t().requires_grad_(), torch.tensor(2.0), seed, "gumbel", 0.0, torch.tensor(2.0))
     yield (torch.randn((), device=device), torch.tensor(2.0), seed, "sigmoid", 1.0)
     yield (torch.randn(0, 3, device=device), torch.tensor(2.0), None, "clipped", 0.5)
 
@@ -40,6 +43,10 @@ def test_opcheck_backward(device):
     g = torch.randn(6, 5, device=device)
     for estimator in ("identity", "sigmoid", "clipped"):
         torch.library.opcheck(OP_BACKWARD, (g, a, torch.tensor(1.3), estimator, 0.7))
+    seed = torch.tensor(5, device=device)
+    torch.library.opcheck(
+        OP_BACKWARD, (g, a, torch.tensor(1.3), "gumbel", 0.0, seed, torch.tensor(0.4))
+    )
 
 
 def test_schemas_match_the_python_definition():
@@ -118,8 +125,11 @@ def _step(model, x):
         lambda: bn.DeterministicBinary(estimator="sigmoid", slope=2.0),
         lambda: bn.StochasticBinary(estimator="annealed"),
         lambda: bn.StochasticBinary(estimator="clipped"),
+        lambda: bn.StochasticBinary(estimator=bn.GumbelStraightThrough(0.5)),
+        lambda: bn.StochasticBinary(estimator="sigmoid", signed=True),
+        lambda: bn.DeterministicBinary(estimator="clipped", signed=True),
     ],
-    ids=["dbn-sigmoid", "sbn-annealed", "sbn-clipped"],
+    ids=["dbn-sigmoid", "sbn-annealed", "sbn-clipped", "sbn-gumbel", "sbn-signed", "dbn-signed"],
 )
 def test_compile_fullgraph_equals_eager(neuron, device):
     """Training mode, estimator active: outputs and gradients equal eager's.
@@ -156,3 +166,16 @@ def test_compile_no_recompile_when_slope_anneals():
             compiled(x).sum().backward()
             annealer.step()
     assert float(model.neuron.slope) == pytest.approx(1.331)
+
+
+def test_compile_no_recompile_when_the_temperature_cools():
+    torch._dynamo.reset()
+    model = _Net(bn.StochasticBinary(estimator="gumbel"))
+    annealer = bn.SlopeAnnealer(model, temperature_factor=0.5)
+    compiled = torch.compile(model, fullgraph=True)
+    x = torch.randn(4, 8)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for _ in range(3):
+            compiled(x).sum().backward()
+            annealer.step()
+    assert annealer.temperatures == [0.125]

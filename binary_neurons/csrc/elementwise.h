@@ -182,6 +182,37 @@ BN_INLINE T exp_bounded(T x) {
   return poly * scale;
 }
 
+// log(x) for a positive normal x (the uniforms): x = m 2^e with m in [sqrt(1/2), sqrt(2)), and
+// log(m) = 2 atanh(t) with t = (m - 1) / (m + 1), |t| <= 0.172, from its odd series.
+template <typename T>
+BN_INLINE T log_normal(T x) {
+  using C = ExpConstants<T>;
+  using Bits = typename C::Bits;
+  constexpr Bits kMantissaMask = (Bits(1) << C::kMantissaBits) - 1;
+  const Bits bits = bit_cast_value<Bits>(x);
+  Bits exponent = (bits >> C::kMantissaBits) - C::kBias;
+  Bits mantissa_bits = (bits & kMantissaMask) | (C::kBias << C::kMantissaBits);  // m in [1, 2)
+  // sqrt(2) as the mantissa bits of [1, 2): 0x3504F3 (float), 0x6A09E667F3BCD (double).
+  constexpr Bits kSqrt2Mantissa =
+      std::is_same_v<T, float> ? Bits(0x3504F3) : Bits(0x6A09E667F3BCDLL);
+  if ((bits & kMantissaMask) >= kSqrt2Mantissa) {  // m >= sqrt(2): halve it (exactly)
+    mantissa_bits -= Bits(1) << C::kMantissaBits;
+    exponent += 1;
+  }
+  const T m = bit_cast_value<T>(mantissa_bits);
+  const T t = (m - T(1)) / (m + T(1));
+  const T t2 = t * t;
+  // 1 + t^2/3 + t^4/5 + ...: to t^14 (float) or t^30 (double), past the type's precision.
+  constexpr int kTerms = std::is_same_v<T, float> ? 7 : 15;
+  T series = T(1.0 / (2 * kTerms + 1));
+  BN_UNROLL
+  for (int k = kTerms - 1; k >= 0; --k) {
+    series = multiply_add(series, t2, T(1.0 / (2 * k + 1)));
+  }
+  const T n = static_cast<T>(exponent);
+  return multiply_add(n, C::kLn2Hi, multiply_add(n, C::kLn2Lo, T(2) * t * series));
+}
+
 // Clamps to [-limit, limit]; written with compares so that NaN passes through.
 template <typename T>
 BN_INLINE T clamp_keep_nan(T x, T limit) {
@@ -239,6 +270,16 @@ BN_INLINE T sample(T u, T a, T slope) {
 template <typename T>
 BN_INLINE T sigmoid_grad(T g, T a, T slope) {
   return g * (slope * sigmoid_derivative(a * slope));
+}
+
+// Binary Gumbel (concrete) straight-through with the forward's uniform u and temperature tau:
+// g (slope / tau) q (1 - q), q = sigmoid((slope a - logit(u)) / tau). 1 - u is exact for the
+// uniforms' grid, so logit(u) = log(u) - log(1 - u) is as accurate as log.
+template <typename T>
+BN_INLINE T gumbel_grad(T g, T a, T slope, T tau, T u) {
+  const T logit_u = log_normal(u) - log_normal(T(1) - u);
+  const T z = (a * slope - logit_u) / tau;
+  return g * ((slope / tau) * sigmoid_derivative(z));
 }
 
 // Clipped straight-through: g 1[|a| <= clip].

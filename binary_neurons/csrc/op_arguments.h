@@ -13,9 +13,10 @@
 namespace binary_neurons {
 
 inline void check_estimator(const char* op, c10::string_view estimator) {
-  TORCH_CHECK_VALUE(estimator == "identity" || estimator == "sigmoid" || estimator == "clipped",
+  TORCH_CHECK_VALUE(estimator == "identity" || estimator == "sigmoid" || estimator == "clipped" ||
+                        estimator == "gumbel",
                     op, ": unknown estimator '", estimator,
-                    "'; expected 'identity', 'sigmoid' or 'clipped'");
+                    "'; expected 'identity', 'sigmoid', 'clipped' or 'gumbel'");
 }
 
 inline void check_input(const char* op, const at::Tensor& input) {
@@ -37,19 +38,36 @@ inline void check_scalar(const char* op, const char* name, const at::Tensor& val
                     value.device());
 }
 
+// The Gumbel estimator regenerates the forward's uniforms: it needs the seed and a temperature.
+inline void check_gumbel(const char* op, c10::string_view estimator,
+                         const std::optional<at::Tensor>& seed,
+                         const std::optional<at::Tensor>& tau, const at::Tensor& input) {
+  if (tau.has_value()) {
+    check_scalar(op, "tau", *tau, /*floating=*/true, input);
+  }
+  if (estimator == "gumbel") {
+    TORCH_CHECK_VALUE(seed.has_value(), op,
+                      ": the 'gumbel' estimator needs a seed (it applies to stochastic neurons)");
+    TORCH_CHECK_VALUE(tau.has_value(), op, ": the 'gumbel' estimator needs tau");
+  }
+}
+
 inline void check_forward(const char* op, const at::Tensor& input, const at::Tensor& slope,
-                          const std::optional<at::Tensor>& seed, c10::string_view estimator) {
+                          const std::optional<at::Tensor>& seed, c10::string_view estimator,
+                          const std::optional<at::Tensor>& tau) {
   check_estimator(op, estimator);
   check_input(op, input);
   check_scalar(op, "slope", slope, /*floating=*/true, input);
   if (seed.has_value()) {
     check_scalar(op, "seed", *seed, /*floating=*/false, input);
   }
+  check_gumbel(op, estimator, seed, tau, input);
 }
 
 inline void check_backward(const char* op, const at::Tensor& grad_output,
                            const at::Tensor& input, const at::Tensor& slope,
-                           c10::string_view estimator) {
+                           c10::string_view estimator, const std::optional<at::Tensor>& seed,
+                           const std::optional<at::Tensor>& tau) {
   check_estimator(op, estimator);
   check_input(op, input);
   TORCH_CHECK_VALUE(grad_output.sizes() == input.sizes(), op,
@@ -62,16 +80,21 @@ inline void check_backward(const char* op, const at::Tensor& grad_output,
                     ": expected grad_output on the input's device ", input.device(), ", got ",
                     grad_output.device());
   check_scalar(op, "slope", slope, /*floating=*/true, input);
+  if (seed.has_value()) {
+    check_scalar(op, "seed", *seed, /*floating=*/false, input);
+  }
+  check_gumbel(op, estimator, seed, tau, input);
 }
 
-// The value of a slope held on the CPU, checked: a finite number > 0 in the type the input is
-// computed in (float for Half, BFloat16 and Float inputs), where a slope of 1e300 would be inf.
-inline double host_slope(const char* op, const at::Tensor& slope, const at::Tensor& input) {
-  const double value = slope.item<double>();
+// The value of a slope (or tau) held on the CPU, checked: a finite number > 0 in the type the
+// input is computed in (float for Half, BFloat16 and Float inputs), where 1e300 would be inf.
+inline double host_positive(const char* op, const char* name, const at::Tensor& value_tensor,
+                            const at::Tensor& input) {
+  const double value = value_tensor.item<double>();
   const bool in_float = input.scalar_type() != at::kDouble;
   const double used = in_float ? static_cast<double>(static_cast<float>(value)) : value;
   TORCH_CHECK_VALUE(used > 0 && used <= std::numeric_limits<double>::max(), op,
-                    ": expected slope to be a finite number > 0",
+                    ": expected ", name, " to be a finite number > 0",
                     in_float ? " and at most 3.4e38 in Float, the type Half, BFloat16 and "
                                "Float inputs are computed in"
                              : "",

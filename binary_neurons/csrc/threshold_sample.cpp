@@ -2,7 +2,9 @@
 //
 // forward:  seed None -> y = 1[a > 0];  seed given -> y = 1[u < sigmoid(s a)]; NaN -> NaN.
 // backward: "identity" -> g;  "sigmoid" -> g s sigmoid(s a) sigmoid(-s a);
-//           "clipped" -> g 1[|a| <= clip_value].
+//           "clipped" -> g 1[|a| <= clip_value];
+//           "gumbel" -> g (s / tau) q (1 - q), q = sigmoid((s a - logit(u)) / tau), with the
+//           forward's uniforms u regenerated from the seed (never saved).
 //
 // The uniforms come from counter-based Philox4x32-10 (the algorithm of at::Philox4_32) keyed by
 // the 64-bit seed, with the element's position in memory as the counter. So the samples depend
@@ -38,14 +40,14 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // Kernels over a flat range [begin, end) of elements (input and output share one dense layout).
 
-template <Isa kIsa, typename scalar_t>
-C10_ALWAYS_INLINE void sample_range_impl(
-    const scalar_t* __restrict in, scalar_t* __restrict out, int64_t begin, int64_t end,
-    at::opmath_type<scalar_t> slope, uint64_t seed) {
-  using opmath_t = at::opmath_type<scalar_t>;
+// Calls body(start, count, words, skip) for consecutive tiles of [begin, end), with the Philox
+// words of each tile's blocks: element start + j uses uniform U::from_words(words, skip + j).
+// Tiles start at multiples of kTile, so each Philox block is generated whole; the first tile of
+// a chunk may start inside a block, and `skip` steps over the words before it.
+template <Isa kIsa, typename opmath_t, typename Body>
+C10_ALWAYS_INLINE void for_each_uniform_tile(int64_t begin, int64_t end, uint64_t seed,
+                                             const Body& body) {
   using U = PhiloxUniform<opmath_t>;
-  // Tiles start at multiples of kTile, so each Philox block is generated whole; the first tile
-  // of a chunk may start inside a block, and `skip` steps over the words before it.
   constexpr int64_t kTile = 1024;
   alignas(64) uint32_t words[4 * (kTile / U::kPerBlock + 1)];
   for (int64_t start = begin; start < end;) {
@@ -53,16 +55,51 @@ C10_ALWAYS_INLINE void sample_range_impl(
     const int64_t first_block = start / U::kPerBlock;
     const int64_t num_blocks = (stop - 1) / U::kPerBlock - first_block + 1;
     philox_blocks<kIsa>(static_cast<uint64_t>(first_block), num_blocks, seed, words);
-    const int64_t skip = start - first_block * U::kPerBlock;
-    const scalar_t* __restrict tile_in = in + start;
-    scalar_t* __restrict tile_out = out + start;
-    const int64_t count = stop - start;
-    for (int64_t j = 0; j < count; ++j) {
-      const opmath_t u = U::from_words(words, skip + j);
-      tile_out[j] = static_cast<scalar_t>(sample(u, static_cast<opmath_t>(tile_in[j]), slope));
-    }
+    body(start, stop - start, words, start - first_block * U::kPerBlock);
     start = stop;
   }
+}
+
+template <Isa kIsa, typename scalar_t>
+C10_ALWAYS_INLINE void sample_range_impl(
+    const scalar_t* __restrict in, scalar_t* __restrict out, int64_t begin, int64_t end,
+    at::opmath_type<scalar_t> slope, uint64_t seed) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  using U = PhiloxUniform<opmath_t>;
+  for_each_uniform_tile<kIsa, opmath_t>(
+      begin, end, seed,
+      [&](int64_t start, int64_t count, const uint32_t* words, int64_t skip)
+          __attribute__((always_inline)) {
+            const scalar_t* __restrict tile_in = in + start;
+            scalar_t* __restrict tile_out = out + start;
+            for (int64_t j = 0; j < count; ++j) {
+              const opmath_t u = U::from_words(words, skip + j);
+              tile_out[j] =
+                  static_cast<scalar_t>(sample(u, static_cast<opmath_t>(tile_in[j]), slope));
+            }
+          });
+}
+
+// The Gumbel pseudo-gradient regenerates the forward's uniforms from the same seed.
+template <Isa kIsa, typename scalar_t>
+C10_ALWAYS_INLINE void gumbel_grad_range_impl(
+    const scalar_t* __restrict grad, bool one_grad, const scalar_t* __restrict in,
+    scalar_t* __restrict out, int64_t begin, int64_t end, at::opmath_type<scalar_t> slope,
+    at::opmath_type<scalar_t> tau, uint64_t seed) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  using U = PhiloxUniform<opmath_t>;
+  for_each_uniform_tile<kIsa, opmath_t>(
+      begin, end, seed,
+      [&](int64_t start, int64_t count, const uint32_t* words, int64_t skip)
+          __attribute__((always_inline)) {
+            for (int64_t j = 0; j < count; ++j) {
+              const int64_t i = start + j;
+              const opmath_t g = static_cast<opmath_t>(grad[one_grad ? 0 : i]);
+              const opmath_t u = U::from_words(words, skip + j);
+              out[i] = static_cast<scalar_t>(
+                  gumbel_grad(g, static_cast<opmath_t>(in[i]), slope, tau, u));
+            }
+          });
 }
 
 // The backward kernels take `one_grad` when grad holds a single value for all elements.
@@ -128,6 +165,14 @@ C10_ALWAYS_INLINE void clipped_grad_range_impl(
     sigmoid_grad_range_impl<scalar_t>(grad, one_grad, in, out, begin, end, slope);          \
   }                                                                                         \
   template <typename scalar_t>                                                              \
+  ATTRIBUTE void gumbel_grad_range_##SUFFIX(                                                \
+      const scalar_t* grad, bool one_grad, const scalar_t* in, scalar_t* out, int64_t begin, \
+      int64_t end, at::opmath_type<scalar_t> slope, at::opmath_type<scalar_t> tau,          \
+      uint64_t seed) {                                                                      \
+    gumbel_grad_range_impl<ISA, scalar_t>(grad, one_grad, in, out, begin, end, slope, tau,  \
+                                          seed);                                            \
+  }                                                                                         \
+  template <typename scalar_t>                                                              \
   ATTRIBUTE void threshold_range_##SUFFIX(const scalar_t* in, scalar_t* out, int64_t begin, \
                                           int64_t end) {                                    \
     threshold_range_impl<scalar_t>(in, out, begin, end);                                    \
@@ -170,6 +215,13 @@ void sigmoid_grad_range(const scalar_t* grad, bool one_grad, const scalar_t* in,
 }
 
 template <typename scalar_t>
+void gumbel_grad_range(const scalar_t* grad, bool one_grad, const scalar_t* in, scalar_t* out,
+                       int64_t begin, int64_t end, at::opmath_type<scalar_t> slope,
+                       at::opmath_type<scalar_t> tau, uint64_t seed) {
+  BN_CALL_BEST_ISA(gumbel_grad_range, grad, one_grad, in, out, begin, end, slope, tau, seed);
+}
+
+template <typename scalar_t>
 void threshold_range(const scalar_t* in, scalar_t* out, int64_t begin, int64_t end) {
   BN_CALL_BEST_ISA(threshold_range, in, out, begin, end);
 }
@@ -187,10 +239,11 @@ constexpr int64_t kGrainSize = 32768;  // at::internal::GRAIN_SIZE
 
 at::Tensor threshold_sample_cpu(const at::Tensor& input, const at::Tensor& slope,
                                 const std::optional<at::Tensor>& seed,
-                                c10::string_view estimator, double /*clip_value*/) {
+                                c10::string_view estimator, double /*clip_value*/,
+                                const std::optional<at::Tensor>& tau) {
   constexpr const char* kOp = "threshold_sample";
-  check_forward(kOp, input, slope, seed, estimator);
-  const double slope_double = host_slope(kOp, slope, input);
+  check_forward(kOp, input, slope, seed, estimator, tau);
+  const double slope_double = host_positive(kOp, "slope", slope, input);
   at::Tensor out = at::empty_like(input);
   const at::Tensor in = in_layout_of(input, out);
   const int64_t numel = in.numel();
@@ -219,10 +272,11 @@ at::Tensor threshold_sample_cpu(const at::Tensor& input, const at::Tensor& slope
 
 at::Tensor threshold_sample_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
                                          const at::Tensor& slope, c10::string_view estimator,
-                                         double clip_value) {
+                                         double clip_value, const std::optional<at::Tensor>& seed,
+                                         const std::optional<at::Tensor>& tau) {
   constexpr const char* kOp = "threshold_sample_backward";
-  check_backward(kOp, grad_output, input, slope, estimator);
-  const double slope_double = host_slope(kOp, slope, input);
+  check_backward(kOp, grad_output, input, slope, estimator, seed, tau);
+  const double slope_double = host_positive(kOp, "slope", slope, input);
   at::Tensor out = at::empty_like(input);
   if (estimator == "identity") {
     out.copy_(grad_output);
@@ -242,6 +296,23 @@ at::Tensor threshold_sample_backward_cpu(const at::Tensor& grad_output, const at
       at::parallel_for(0, numel, kGrainSize, [&](int64_t begin, int64_t end) {
         sigmoid_grad_range<scalar_t>(grad_data, one_grad, in_data, out_data, begin, end,
                                      slope_op);
+      });
+    });
+    return out;
+  }
+  if (estimator == "gumbel") {
+    const double tau_double = host_positive(kOp, "tau", *tau, input);
+    const uint64_t seed_bits = static_cast<uint64_t>(seed->item<int64_t>());
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
+      using opmath_t = at::opmath_type<scalar_t>;
+      const opmath_t slope_op = static_cast<opmath_t>(slope_double);
+      const opmath_t tau_op = static_cast<opmath_t>(tau_double);
+      const scalar_t* grad_data = grad.const_data_ptr<scalar_t>();
+      const scalar_t* in_data = in.const_data_ptr<scalar_t>();
+      scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
+      at::parallel_for(0, numel, kGrainSize, [&](int64_t begin, int64_t end) {
+        gumbel_grad_range<scalar_t>(grad_data, one_grad, in_data, out_data, begin, end, slope_op,
+                                    tau_op, seed_bits);
       });
     });
     return out;
@@ -292,10 +363,10 @@ at::Tensor philox_uniform(int64_t seed, int64_t offset, int64_t numel, bool floa
 TORCH_LIBRARY(binary_neurons, m) {
   m.def(
       "threshold_sample(Tensor input, Tensor slope, Tensor? seed, str estimator, "
-      "float clip_value) -> Tensor");
+      "float clip_value, Tensor? tau=None) -> Tensor");
   m.def(
       "threshold_sample_backward(Tensor grad_output, Tensor input, Tensor slope, "
-      "str estimator, float clip_value) -> Tensor");
+      "str estimator, float clip_value, Tensor? seed=None, Tensor? tau=None) -> Tensor");
   m.def("_philox_uniform(int seed, int offset, int numel, bool float64) -> Tensor",
         &philox_uniform);
 }

@@ -139,6 +139,27 @@ struct SigmoidGradOp {
 };
 
 template <typename opmath_t>
+struct GumbelGradOp {
+  static constexpr int kVec = PhiloxUniform<opmath_t>::kPerBlock;
+  DeviceScalar<double> slope;
+  DeviceScalar<double> tau;
+  DeviceScalar<int64_t> seed;
+  __device__ void operator()(int64_t group, const opmath_t* a, const opmath_t* g,
+                             opmath_t* y) const {
+    const opmath_t s = static_cast<opmath_t>(slope.get());
+    const opmath_t t = static_cast<opmath_t>(tau.get());
+    const bool valid = slope_is_valid(s) && slope_is_valid(t);
+    uint32_t words[4];
+    philox4x32_10(static_cast<uint64_t>(group), static_cast<uint64_t>(seed.get()), words);
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) {
+      const opmath_t u = PhiloxUniform<opmath_t>::from_words(words, k);
+      y[k] = valid ? gumbel_grad(g[k], a[k], s, t, u) : std::numeric_limits<opmath_t>::quiet_NaN();
+    }
+  }
+};
+
+template <typename opmath_t>
 struct ClippedGradOp {
   static constexpr int kVec = PhiloxUniform<opmath_t>::kPerBlock;
   opmath_t clip_value;
@@ -172,25 +193,36 @@ void launch(const at::Tensor& input, const at::Tensor* grad, bool one_grad, at::
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// A slope on the GPU is converted to double there (no host synchronization, so its value is
-// checked in the kernels); one on the CPU is read and checked here.
-DeviceScalar<double> slope_argument(const char* op, const at::Tensor& slope,
-                                    const at::Tensor& input, at::Tensor& holder) {
-  if (slope.device().is_cpu()) {
-    return {nullptr, host_slope(op, slope, input)};
+// A slope or tau on the GPU is converted to double there (no host synchronization, so its value
+// is checked in the kernels); one on the CPU is read and checked here.
+DeviceScalar<double> positive_argument(const char* op, const char* name, const at::Tensor& value,
+                                       const at::Tensor& input, at::Tensor& holder) {
+  if (value.device().is_cpu()) {
+    return {nullptr, host_positive(op, name, value, input)};
   }
-  holder = slope.reshape({1}).to(at::kDouble).contiguous();
+  holder = value.reshape({1}).to(at::kDouble).contiguous();
   return {holder.const_data_ptr<double>(), 0.0};
+}
+
+// A seed on the GPU is read there; one on the CPU is passed by value.
+DeviceScalar<int64_t> seed_argument(const at::Tensor& seed, at::Tensor& holder) {
+  if (seed.device().is_cpu()) {
+    return {nullptr, seed.item<int64_t>()};
+  }
+  holder = seed.reshape({1}).contiguous();
+  return {holder.const_data_ptr<int64_t>(), 0};
 }
 
 at::Tensor threshold_sample_cuda(const at::Tensor& input, const at::Tensor& slope,
                                  const std::optional<at::Tensor>& seed,
-                                 c10::string_view estimator, double /*clip_value*/) {
+                                 c10::string_view estimator, double /*clip_value*/,
+                                 const std::optional<at::Tensor>& tau) {
   constexpr const char* kOp = "threshold_sample";
-  check_forward(kOp, input, slope, seed, estimator);
+  check_forward(kOp, input, slope, seed, estimator, tau);
   const c10::cuda::CUDAGuard guard(input.device());
   at::Tensor slope_holder;
-  const DeviceScalar<double> slope_arg = slope_argument(kOp, slope, input, slope_holder);
+  const DeviceScalar<double> slope_arg =
+      positive_argument(kOp, "slope", slope, input, slope_holder);
   at::Tensor out = at::empty_like(input);
   const at::Tensor in = in_layout_of(input, out);
   if (!seed.has_value()) {
@@ -199,14 +231,8 @@ at::Tensor threshold_sample_cuda(const at::Tensor& input, const at::Tensor& slop
     });
     return out;
   }
-  DeviceScalar<int64_t> seed_arg{nullptr, 0};
   at::Tensor seed_holder;
-  if (seed->device().is_cpu()) {
-    seed_arg.value = seed->item<int64_t>();
-  } else {
-    seed_holder = seed->reshape({1}).contiguous();
-    seed_arg.pointer = seed_holder.const_data_ptr<int64_t>();
-  }
+  const DeviceScalar<int64_t> seed_arg = seed_argument(*seed, seed_holder);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
     launch<scalar_t>(in, nullptr, false, out,
                      SampleOp<at::opmath_type<scalar_t>>{slope_arg, seed_arg});
@@ -216,12 +242,15 @@ at::Tensor threshold_sample_cuda(const at::Tensor& input, const at::Tensor& slop
 
 at::Tensor threshold_sample_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input,
                                           const at::Tensor& slope, c10::string_view estimator,
-                                          double clip_value) {
+                                          double clip_value,
+                                          const std::optional<at::Tensor>& seed,
+                                          const std::optional<at::Tensor>& tau) {
   constexpr const char* kOp = "threshold_sample_backward";
-  check_backward(kOp, grad_output, input, slope, estimator);
+  check_backward(kOp, grad_output, input, slope, estimator, seed, tau);
   const c10::cuda::CUDAGuard guard(input.device());
   at::Tensor slope_holder;
-  const DeviceScalar<double> slope_arg = slope_argument(kOp, slope, input, slope_holder);
+  const DeviceScalar<double> slope_arg =
+      positive_argument(kOp, "slope", slope, input, slope_holder);
   at::Tensor out = at::empty_like(input);
   if (estimator == "identity") {
     out.copy_(grad_output);
@@ -234,6 +263,17 @@ at::Tensor threshold_sample_backward_cuda(const at::Tensor& grad_output, const a
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
       launch<scalar_t>(in, &grad, one_grad, out,
                        SigmoidGradOp<at::opmath_type<scalar_t>>{slope_arg});
+    });
+    return out;
+  }
+  if (estimator == "gumbel") {
+    at::Tensor tau_holder;
+    at::Tensor seed_holder;
+    const DeviceScalar<double> tau_arg = positive_argument(kOp, "tau", *tau, input, tau_holder);
+    const DeviceScalar<int64_t> seed_arg = seed_argument(*seed, seed_holder);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
+      launch<scalar_t>(in, &grad, one_grad, out,
+                       GumbelGradOp<at::opmath_type<scalar_t>>{slope_arg, tau_arg, seed_arg});
     });
     return out;
   }
