@@ -1,0 +1,215 @@
+"""The binary Gumbel straight-through estimator and {-1, +1} outputs, on every backend."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import binary_neurons as bn
+from binary_neurons import functional as F
+
+OP_BACKWARD = torch.ops.binary_neurons.threshold_sample_backward.default
+
+
+def _gumbel_expectation(a: float, slope: float, tau: float) -> float:
+    """E_u[(s / tau) q (1 - q)], q = sigmoid((s a - logit u) / tau), by quadrature over the
+    logistic density of l = logit(u)."""
+    l = torch.linspace(-60, 60, 2_000_001, dtype=torch.float64)
+    density = torch.sigmoid(l) * torch.sigmoid(-l)
+    z = (slope * a - l) / tau
+    integrand = (slope / tau) * torch.sigmoid(z) * torch.sigmoid(-z) * density
+    return float(torch.trapezoid(integrand, l))
+
+
+# ---------------------------------------------------------------------------------------------
+# Gumbel.
+
+
+def test_gumbel_forward_is_the_stochastic_sample(device, dtype):
+    a = torch.randn(4099, device=device).to(dtype)
+    for seed in (0, 7):
+        gumbel = F.stochastic_binary(
+            a, estimator="gumbel", generator=torch.Generator(device).manual_seed(seed)
+        )
+        sample = F.stochastic_binary(a, generator=torch.Generator(device).manual_seed(seed))
+        assert torch.equal(gumbel, sample)
+
+
+@pytest.mark.parametrize("a, slope, tau", [(0.0, 1.0, 1.0), (1.5, 1.0, 0.5), (-2.0, 3.0, 2.0)])
+def test_gumbel_mean_over_noise_is_its_expectation(device, a, slope, tau):
+    n = 400_000  # one uniform per element: the mean over elements is over the noise
+    x = torch.full((n,), a, dtype=torch.float64, device=device, requires_grad=True)
+    estimator = bn.GumbelStraightThrough(tau)
+    generator = torch.Generator(device).manual_seed(11)
+    F.stochastic_binary(x, estimator=estimator, slope=slope, generator=generator).sum().backward()
+    grads = x.grad.cpu()
+    expected = _gumbel_expectation(a, slope, tau)
+    standard_error = float(grads.std()) / math.sqrt(n)
+    assert abs(float(grads.mean()) - expected) < 4 * standard_error
+    # Biased, unlike REINFORCE: its mean is not the sigmoid's derivative (for tau = 1, s = 1,
+    # a = 0 it is 1/6, against 1/4).
+    if (a, slope, tau) == (0.0, 1.0, 1.0):
+        assert expected == pytest.approx(1 / 6, rel=1e-6)
+
+
+def test_gumbel_gradient_closed_form_in_float64(device):
+    """The pseudo-gradient from the uniform the forward used: y = 1[q > 1/2] for that same q."""
+    a = torch.linspace(-6, 6, 1001, dtype=torch.float64, device=device)
+    slope, tau = torch.tensor(1.3, dtype=torch.float64), torch.tensor(0.7, dtype=torch.float64)
+    seed = torch.tensor(2024, device=device)
+    g = torch.randn(a.shape, dtype=torch.float64, device=device)
+    y = torch.ops.binary_neurons.threshold_sample(a, slope, seed, "gumbel", 0.0, tau)
+    grad = OP_BACKWARD(g, a, slope, "gumbel", 0.0, seed, tau)
+    # q (1 - q) = g^-1 grad tau / s recovers q up to its symmetry; the sample decides which.
+    qq = grad / g * 0.7 / 1.3
+    q_low = (1 - torch.sqrt((1 - 4 * qq).clamp(min=0))) / 2  # the root below 1/2
+    q = torch.where(y.bool(), 1 - q_low, q_low)
+    # From q, logit(u) = s a - tau logit(q), and u must lie in (0, 1): a valid uniform whose
+    # sample is y. Far from a = 0 the roots lose precision; check where q is well inside.
+    inside = (q_low > 1e-3) & (q_low < 0.499)
+    u = torch.sigmoid(1.3 * a - 0.7 * torch.logit(q))
+    assert bool(((u[inside] < torch.sigmoid(1.3 * a[inside])) == y[inside].bool()).all())
+    assert bool(torch.isfinite(grad).all())
+
+
+@pytest.mark.parametrize("tau", [0.0, -1.0, math.nan, math.inf])
+def test_bad_temperature_is_an_error(tau):
+    with pytest.raises(ValueError, match="tau must be a finite number > 0"):
+        bn.GumbelStraightThrough(tau)
+    layer = bn.StochasticBinary(estimator="gumbel")
+    with pytest.raises(ValueError, match="tau must be a finite number > 0"):
+        layer.set_tau(tau)
+    state = layer.state_dict()
+    state["tau"] = torch.tensor(tau)
+    with pytest.raises(ValueError, match="tau in the state_dict"):
+        layer.load_state_dict(state)
+
+
+def test_gumbel_needs_a_stochastic_neuron():
+    with pytest.raises(ValueError, match="'gumbel' needs a stochastic neuron's sample"):
+        bn.DeterministicBinary(estimator="gumbel")
+    with pytest.raises(ValueError, match="'gumbel' needs a stochastic neuron's sample"):
+        F.deterministic_binary(torch.zeros(3), estimator="gumbel")
+    with pytest.raises(ValueError, match="'gumbel' estimator needs a seed"):
+        OP_BACKWARD(torch.ones(3), torch.zeros(3), torch.tensor(1.0), "gumbel", 0.0)
+    with pytest.raises(ValueError, match="'gumbel' estimator needs tau"):
+        OP_BACKWARD(torch.ones(3), torch.zeros(3), torch.tensor(1.0), "gumbel", 0.0,
+                    torch.tensor(1))
+    with pytest.raises(NotImplementedError, match="needs the forward's uniforms"):
+        bn.GumbelStraightThrough().backward(torch.ones(1), torch.ones(1), torch.tensor(1.0))
+    with pytest.raises(ValueError, match="only 'gumbel' has a temperature"):
+        bn.StochasticBinary().set_tau(0.5)
+
+
+def test_temperature_is_saved_and_restored():
+    layer = bn.StochasticBinary(estimator=bn.GumbelStraightThrough(0.25))
+    assert float(layer.tau) == 0.25 and "tau=0.25" in repr(layer)
+    layer.set_tau(0.125)
+    restored = bn.StochasticBinary(estimator="gumbel")
+    restored.load_state_dict(layer.state_dict())
+    assert float(restored.tau) == 0.125
+    # Layers without a temperature have no tau entry.
+    assert "tau" not in bn.StochasticBinary().state_dict()
+
+
+def test_layer_temperature_drives_the_gradient():
+    torch.manual_seed(0)
+    layer = bn.StochasticBinary(estimator="gumbel")
+    a = torch.zeros(100_000, requires_grad=True)
+    layer(a).sum().backward()
+    warm = a.grad.mean().item()
+    layer.set_tau(0.1)
+    a.grad = None
+    layer(a).sum().backward()
+    cold = a.grad.mean().item()
+    assert warm == pytest.approx(_gumbel_expectation(0.0, 1.0, 1.0), rel=0.02)
+    assert cold == pytest.approx(_gumbel_expectation(0.0, 1.0, 0.1), rel=0.05)
+
+
+def test_annealer_cools_and_resumes():
+    model = torch.nn.Sequential(
+        torch.nn.Linear(3, 3),
+        bn.StochasticBinary(estimator="gumbel"),
+        bn.StochasticBinary(estimator="annealed"),
+    )
+    annealer = bn.SlopeAnnealer(model, factor=2.0, temperature_factor=0.5, min_temperature=0.3)
+    annealer.step()
+    annealer.step()
+    assert annealer.temperatures == pytest.approx([0.3]) and annealer.slopes == [4.0]
+    other = bn.SlopeAnnealer(model)
+    other.load_state_dict(annealer.state_dict())
+    assert other.temperature_factor == 0.5 and other.min_temperature == 0.3
+    with pytest.raises(ValueError, match="nothing to anneal"):
+        bn.SlopeAnnealer(bn.StochasticBinary(estimator="gumbel"))
+    with pytest.raises(ValueError, match="temperature_factor must be a finite number > 0"):
+        bn.SlopeAnnealer(model, temperature_factor=0.0)
+
+
+def test_eval_threshold_mode_with_gumbel():
+    layer = bn.StochasticBinary(estimator="gumbel", eval_mode="threshold").eval()
+    a = torch.tensor([-1.0, 0.5], requires_grad=True)
+    y = layer(a)
+    assert y.tolist() == [0.0, 1.0]
+    y.sum().backward()  # the sigmoid-adjusted gradient
+    torch.testing.assert_close(a.grad, torch.sigmoid(a) * torch.sigmoid(-a))
+
+
+# ---------------------------------------------------------------------------------------------
+# {-1, +1} outputs.
+
+SIGNED_SCALES = {"identity": 1.0, "clipped": 1.0, "sigmoid": 2.0, "annealed": 2.0, "gumbel": 2.0}
+
+
+@pytest.mark.parametrize("estimator", sorted(SIGNED_SCALES))
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_signed_outputs_and_gradients(device, dtype, estimator, stochastic):
+    if estimator == "gumbel" and not stochastic:
+        pytest.skip("the Gumbel estimator applies to stochastic neurons only")
+    a = torch.tensor([-3.0, -0.5, 0.0, 0.5, 3.0, math.nan], device=device).to(dtype)
+    g = torch.linspace(-1, 2, 6, device=device).to(dtype)
+
+    def run(signed: bool):
+        x = a.clone().requires_grad_()
+        if stochastic:
+            generator = torch.Generator(device).manual_seed(5)
+            y = F.stochastic_binary(x, estimator, 1.5, generator, signed=signed)
+        else:
+            y = F.deterministic_binary(x, estimator, 1.5, signed=signed)
+        y.backward(g)
+        return y.detach(), x.grad
+
+    y01, grad01 = run(False)
+    ysign, gradsign = run(True)
+    assert ysign.dtype == dtype
+    torch.testing.assert_close(ysign, 2 * y01 - 1, equal_nan=True)
+    if not stochastic:
+        # sign(0) = -1: the threshold is strict.
+        assert ysign[:5].tolist() == [-1.0, -1.0, -1.0, 1.0, 1.0]
+    torch.testing.assert_close(gradsign, SIGNED_SCALES[estimator] * grad01, equal_nan=True)
+
+
+def test_signed_sigmoid_is_the_derivative_of_2p_minus_1():
+    a = torch.linspace(-4, 4, 17, dtype=torch.float64, requires_grad=True)
+    F.deterministic_binary(a, "sigmoid", 0.7, signed=True).sum().backward()
+    reference = a.detach().clone().requires_grad_()
+    (2 * torch.sigmoid(0.7 * reference) - 1).sum().backward()
+    torch.testing.assert_close(a.grad, reference.grad, rtol=1e-12, atol=0)
+
+
+def test_signed_clipped_is_larqs_ste_sign():
+    a = torch.tensor([-2.0, -1.0, -0.3, 0.0, 0.3, 1.0, 2.0], requires_grad=True)
+    y = bn.DeterministicBinary(estimator="clipped", signed=True)(a)
+    y.sum().backward()
+    assert y.tolist() == [-1, -1, -1, -1, 1, 1, 1]
+    assert a.grad.tolist() == [0, 1, 1, 1, 1, 1, 0]
+
+
+def test_signed_layers_in_evaluation_mode():
+    a = torch.tensor([-2.0, 0.0, 2.0])
+    layer = bn.StochasticBinary(signed=True, eval_mode="probability").eval()
+    torch.testing.assert_close(layer(a), 2 * torch.sigmoid(a) - 1)
+    layer.eval_mode = "threshold"
+    assert layer(a).tolist() == [-1.0, -1.0, 1.0]
+    assert "signed=True" in repr(layer)
