@@ -2,8 +2,8 @@
 
 Deterministic and stochastic binary neurons output hard 0/1 values in the forward pass and
 backpropagate a pseudo-gradient chosen from the estimators in :mod:`binary_neurons.estimators`
-(straight-through, sigmoid-adjusted straight-through, slope-annealed, clipped, binary Gumbel),
-as in
+(straight-through, sigmoid-adjusted straight-through, slope-annealed, clipped, binary Gumbel,
+REINFORCE), as in
 Dong & Yang, "Training Generative Adversarial Networks with Binary Neurons by End-to-end
 Backpropagation" (arXiv:1810.04714).
 """
@@ -15,6 +15,7 @@ from .estimators import (
     ClippedStraightThrough,
     Estimator,
     GumbelStraightThrough,
+    Reinforce,
     SigmoidAdjusted,
     SlopeAnnealed,
     StraightThrough,
@@ -22,6 +23,7 @@ from .estimators import (
 )
 from .functional import deterministic_binary, stochastic_binary
 from .modules import BinaryNeuron, DeterministicBinary, StochasticBinary
+from .reinforce import reinforce_loss
 
 __version__ = "0.1.0"
 
@@ -32,6 +34,7 @@ __all__ = [
     "DeterministicBinary",
     "Estimator",
     "GumbelStraightThrough",
+    "Reinforce",
     "SigmoidAdjusted",
     "SlopeAnnealed",
     "SlopeAnnealer",
@@ -42,5 +45,6 @@ __all__ = [
     "estimators",
     "functional",
     "get_estimator",
+    "reinforce_loss",
     "stochastic_binary",
 ]

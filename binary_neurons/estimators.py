@@ -38,6 +38,7 @@ __all__ = [
     "SlopeAnnealed",
     "ClippedStraightThrough",
     "GumbelStraightThrough",
+    "Reinforce",
     "ESTIMATORS",
     "get_estimator",
 ]
@@ -74,6 +75,8 @@ class Estimator:
     kernel: str | None = None
     #: Whether the estimator needs the neuron's sample (so only stochastic neurons can use it).
     needs_sample: bool = False
+    #: Whether the estimator needs the per-example loss (REINFORCE: only layers can use it).
+    needs_loss: bool = False
     #: With ``signed=True`` outputs :math:`2y - 1`, the factor on the pseudo-gradient: 2 where
     #: the estimator differentiates a surrogate of :math:`y` (the surrogate of :math:`2y - 1`
     #: is twice as steep), 1 where it passes :math:`g` through as the straight-through ones do.
@@ -278,6 +281,75 @@ class GumbelStraightThrough(Estimator):
         return f"{type(self).__name__}(tau={self.tau})"
 
 
+class Reinforce(Estimator):
+    r"""REINFORCE, the unbiased score-function estimator (``"reinforce"``), for
+    :class:`~binary_neurons.StochasticBinary` layers.
+
+    The forward pass is the stochastic neuron's sample. The gradient reaching the
+    pre-activation is not built from :math:`g` but from the per-example loss :math:`L` and a
+    per-unit baseline :math:`b` (Williams, 1992; Bengio, Léonard & Courville, 2013,
+    arXiv:1308.3432):
+
+    .. math::
+        rac{\partial L}{\partial a} pprox s \, (y - \sigma(s a)) \, (L - b),
+
+    whose expectation over the sample is the exact gradient of :math:`\mathbb{E}[L]` for any
+    :math:`b` that does not depend on the sample. The training loop hands the per-example loss
+    to :func:`~binary_neurons.reinforce_loss`, which returns the term to add to the loss before
+    ``backward()``; the layer's output passes no gradient of its own, and a backward pass
+    through it without that term is an error.
+
+    Args:
+        baseline: ``"variance"`` (default): the variance-minimising
+            :math:`b = \mathbb{E}[(y - p)^2 L] / \mathbb{E}[(y - p)^2]`, per unit, from moving
+            averages of the two expectations over batches (numerator from 0, denominator from 1,
+            divided as ``numerator / (denominator + 1e-4)``); the averages are buffers of the
+            layer, saved in its ``state_dict``, and the baseline used for a batch is the one
+            from before that batch, so it never depends on the sample it corrects.
+            ``"none"``: :math:`b = 0`. Either can be overridden per call by
+            :func:`~binary_neurons.reinforce_loss`'s ``baseline`` argument.
+        decay: the moving averages' decay, in [0, 1). Default: 0.95.
+
+    Examples:
+        >>> import binary_neurons as bn
+        >>> bn.StochasticBinary(estimator="reinforce")
+        StochasticBinary(estimator='reinforce', slope=1, baseline='variance', eval_mode='sample')
+    """
+
+    name = "reinforce"
+    needs_sample = True
+    needs_loss = True
+    BASELINES = ("variance", "none")
+
+    def __init__(self, baseline: str = "variance", decay: float = 0.95) -> None:
+        if baseline not in self.BASELINES:
+            valid = " or ".join(repr(name) for name in self.BASELINES)
+            raise ValueError(f"unknown baseline {baseline!r}; expected {valid}")
+        decay = float(decay)
+        if not 0 <= decay < 1:
+            raise ValueError(f"decay must be in [0, 1), got {decay!r}")
+        self.baseline = baseline
+        self.decay = decay
+
+    def backward(self, grad_output: Tensor, input: Tensor, slope: Tensor) -> Tensor:
+        raise NotImplementedError(
+            "REINFORCE's gradient comes from the loss, not from grad_output: use it through a "
+            "StochasticBinary layer and binary_neurons.reinforce_loss"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(self) is type(other)
+            and (self.baseline, self.decay) == (other.baseline, other.decay)
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.baseline, self.decay))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(baseline={self.baseline!r}, decay={self.decay})"
+
+
 #: The built-in estimators by name.
 ESTIMATORS: dict[str, type[Estimator]] = {
     cls.name: cls
@@ -287,6 +359,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
         SlopeAnnealed,
         ClippedStraightThrough,
         GumbelStraightThrough,
+        Reinforce,
     )
 }
 
@@ -298,7 +371,7 @@ def get_estimator(estimator: EstimatorLike) -> Estimator:
 
     Args:
         estimator: one of ``"identity"``, ``"sigmoid"``, ``"annealed"``, ``"clipped"``,
-            ``"gumbel"``, or an :class:`Estimator` instance.
+            ``"gumbel"``, ``"reinforce"``, or an :class:`Estimator` instance.
 
     Raises:
         ValueError: for an unknown name.

@@ -111,6 +111,11 @@ def _binary(
     signed: bool,
 ) -> Tensor:
     estimator = get_estimator(estimator)
+    if estimator.needs_loss:
+        raise ValueError(
+            f"estimator {estimator.name!r} needs the per-example loss, which a StochasticBinary "
+            "layer collects (see binary_neurons.reinforce_loss); the functional forms cannot"
+        )
     if estimator.needs_sample and seed is None:
         raise ValueError(
             f"estimator {estimator.name!r} needs a stochastic neuron's sample; use it with "

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from . import functional as F
+from . import reinforce
 from ._validation import positive_finite
 from .estimators import EstimatorLike, get_estimator
 
@@ -55,6 +56,11 @@ class BinaryNeuron(nn.Module):
         self.register_buffer("slope", torch.tensor(F.check_slope_value(slope)))
         tau = getattr(self.estimator, "tau", None) if self.estimator.kernel == "gumbel" else None
         self.register_buffer("tau", None if tau is None else torch.tensor(tau))
+        if self.estimator.needs_loss:
+            # REINFORCE's baseline: per-unit moving averages, shaped at the first batch.
+            self.register_buffer("reinforce_numerator", torch.zeros(0))
+            self.register_buffer("reinforce_denominator", torch.zeros(0))
+            self._reinforce_pending: list = []
 
     def set_slope(self, value: float) -> None:
         """Set the slope to ``value`` (a finite number > 0), in place."""
@@ -82,6 +88,10 @@ class BinaryNeuron(nn.Module):
             value = state_dict.get(prefix + name)
             if isinstance(value, Tensor) and value.numel() == 1:
                 positive_finite(f"{prefix}{name} in the state_dict", value.item())
+        for name in ("reinforce_numerator", "reinforce_denominator"):
+            value = state_dict.get(prefix + name)
+            if isinstance(value, Tensor) and hasattr(self, name):  # take the saved units' shape
+                setattr(self, name, torch.empty_like(value, device=self.slope.device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
@@ -90,6 +100,8 @@ class BinaryNeuron(nn.Module):
             text += f", clip_value={self.estimator.clip_value:g}"
         if self.tau is not None:
             text += f", tau={float(self.tau):g}"
+        if self.estimator.needs_loss:
+            text += f", baseline={self.estimator.baseline!r}"
         return text + (", signed=True" if self.signed else "")
 
 
@@ -218,6 +230,9 @@ class StochasticBinary(BinaryNeuron):
         estimator = self.estimator
         if self.training or self.eval_mode == "sample":
             seed = F.draw_seed(input, generator)
+            if estimator.needs_loss:
+                y = reinforce.sample(self, input, seed)
+                return y * 2 - 1 if self.signed else y
         elif self.eval_mode == "threshold":
             seed = None
             if estimator.needs_sample:  # nothing sampled to relax: the sigmoid's gradient

@@ -1,0 +1,246 @@
+r"""REINFORCE for stochastic binary layers: the samples a layer keeps and the loss term.
+
+A :class:`~binary_neurons.StochasticBinary` layer with the ``"reinforce"`` estimator samples as
+usual and keeps, for each forward pass that autograd records, its pre-activation, sample and
+probability. :func:`reinforce_loss` turns those and the per-example loss into the term whose
+gradient is the REINFORCE estimate, updates the layers' baselines, and clears what they kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from . import _ops
+from .estimators import Reinforce
+
+__all__ = ["reinforce_loss"]
+
+# Added to the baseline's denominator, as in Bengio et al.'s and the R2RT post's code.
+_DENOMINATOR_EPSILON = 1e-4
+# A layer keeping more forward passes than this has lost its loop's reinforce_loss call.
+_MAX_PENDING = 1024
+
+
+@dataclass
+class _Pending:
+    """One recorded forward pass of a REINFORCE layer."""
+
+    input: Tensor  # the pre-activation, attached to the graph
+    sample: Tensor  # y, detached
+    probability: Tensor  # sigmoid(s a), detached, in the input's opmath type
+    slope: Tensor  # detached, 0-dim
+    supplied: bool = False  # set by reinforce_loss; checked by the output's backward
+
+
+class _ReinforceSample(torch.autograd.Function):
+    """The layer's sample; its backward passes no gradient and checks the loss was supplied."""
+
+    @staticmethod
+    def forward(ctx, input, slope, seed, pending, layer_name):
+        ctx.pending, ctx.layer_name = pending, layer_name
+        return _ops.threshold_sample(input, slope, seed, "identity", 0.0)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        if not ctx.pending.supplied:
+            raise RuntimeError(
+                f"the REINFORCE layer {ctx.layer_name} got a gradient, but its per-example loss "
+                "was never supplied: add binary_neurons.reinforce_loss(model, per_example_loss) "
+                "to the loss before backward() (see its docstring for a training loop)"
+            )
+        return None, None, None, None, None
+
+
+def sample(layer: nn.Module, input: Tensor, seed: Tensor) -> Tensor:
+    """The forward pass of a REINFORCE layer: the sample, recorded when autograd records."""
+    if not (torch.is_grad_enabled() and input.requires_grad):
+        return _ops.threshold_sample(input, layer.slope, seed, "identity", 0.0)
+    pending_list = layer._reinforce_pending
+    if len(pending_list) >= _MAX_PENDING:
+        raise RuntimeError(
+            f"this REINFORCE layer has kept {len(pending_list)} forward passes that no "
+            "reinforce_loss call consumed; call binary_neurons.reinforce_loss(model, "
+            "per_example_loss) once per training step"
+        )
+    opmath = torch.promote_types(input.dtype, torch.float32)
+    slope = layer.slope.detach()
+    probability = torch.sigmoid(input.detach().to(opmath) * slope.to(opmath))
+    pending = _Pending(input, None, probability, slope)  # type: ignore[arg-type]
+    output = _ReinforceSample.apply(input, layer.slope, seed, pending, type(layer).__name__)
+    pending.sample = output.detach()
+    pending_list.append(pending)
+    return output
+
+
+BaselineLike = Union[float, Tensor]
+
+
+def reinforce_loss(
+    model: nn.Module,
+    per_example_loss: Tensor,
+    baseline: Optional[BaselineLike] = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""The loss term that gives every REINFORCE layer in ``model`` its gradient.
+
+    For each forward pass of each :class:`~binary_neurons.StochasticBinary` with
+    ``estimator="reinforce"`` since the last call, with pre-activation :math:`a_{n}`, sample
+    :math:`y_n` and probability :math:`p_n` for example :math:`n`, the returned scalar's
+    gradient with respect to :math:`a_n` is
+
+    .. math::
+        s \, (y_n - p_n) \, (L_n - b) \, / \, N \quad (\text{reduction} = \text{"mean"}),
+
+    and its value is 0, so adding it leaves the loss you log unchanged. Call it once per
+    training step, after the forward pass and before ``backward()``. It then updates each
+    layer's variance-minimising baseline with this batch and forgets the recorded passes.
+
+    Args:
+        model: the model, or any module containing the REINFORCE layers.
+        per_example_loss: the loss of each example, shape ``(N,)``, where ``N`` is the first
+            dimension of every REINFORCE layer's input (``reduction="none"`` losses). Detached
+            here: no gradient flows through it.
+        baseline: a baseline to use instead of the layers' own: a number, or a tensor of shape
+            ``(N,)`` (one per example, e.g. from a learned baseline network). Default: each
+            layer's (see :class:`~binary_neurons.Reinforce`).
+        reduction: ``"mean"`` (default), matching ``per_example_loss.mean()``, or ``"sum"``.
+
+    Returns:
+        A 0-dim tensor equal to 0, whose gradient is the REINFORCE estimate.
+
+    Raises:
+        ValueError: if ``model`` has no REINFORCE layer, no layer ran since the last call, or
+            the loss's or baseline's shape does not match the layers' batch.
+
+    Example:
+        A classifier with one layer of stochastic binary hidden units, trained by REINFORCE:
+
+        >>> import torch
+        >>> from torch import nn
+        >>> import binary_neurons as bn
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> model = nn.Sequential(
+        ...     nn.Linear(784, 100), bn.StochasticBinary(estimator="reinforce"), nn.Linear(100, 10)
+        ... )
+        >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> images, labels = torch.rand(32, 784), torch.randint(0, 10, (32,))
+        >>> for step in range(3):
+        ...     losses = nn.functional.cross_entropy(model(images), labels, reduction="none")
+        ...     loss = losses.mean()
+        ...     optimizer.zero_grad()
+        ...     (loss + bn.reinforce_loss(model, losses)).backward()
+        ...     optimizer.step()
+        >>> model[0].weight.grad.abs().sum() > 0
+        tensor(True)
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"unknown reduction {reduction!r}; expected 'mean' or 'sum'")
+    if not isinstance(per_example_loss, Tensor) or per_example_loss.dim() != 1:
+        shape = tuple(per_example_loss.shape) if isinstance(per_example_loss, Tensor) else None
+        raise ValueError(
+            "per_example_loss must be a 1-dim tensor with one loss per example (a loss with "
+            f"reduction='none'), got {type(per_example_loss).__name__} of shape {shape}"
+        )
+    layers = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(getattr(module, "estimator", None), Reinforce)
+    ]
+    if not layers:
+        raise ValueError(
+            "model has no StochasticBinary layer with estimator='reinforce'; reinforce_loss is "
+            "only needed for those"
+        )
+    if not any(module._reinforce_pending for _, module in layers):
+        raise ValueError(
+            "no REINFORCE layer ran a training forward pass since the last reinforce_loss call "
+            "(with autograd recording and an input that requires grad)"
+        )
+    loss = per_example_loss.detach()
+    n = loss.shape[0]
+    given = None if baseline is None else _given_baseline(baseline, loss)
+    total = loss.new_zeros((), dtype=torch.float32)
+    for name, layer in layers:
+        for pending in layer._reinforce_pending:
+            total = total + _layer_term(name or "(the model)", layer, pending, loss, given, n,
+                                        reduction)
+            pending.supplied = True
+        layer._reinforce_pending = []
+    return total
+
+
+def _given_baseline(baseline: BaselineLike, loss: Tensor) -> Tensor:
+    value = torch.as_tensor(baseline, dtype=loss.dtype, device=loss.device).detach()
+    if value.dim() == 0:
+        return value.expand(loss.shape[0])
+    if value.shape != loss.shape:
+        raise ValueError(
+            f"baseline must be a number or a tensor of the loss's shape {tuple(loss.shape)}, "
+            f"got shape {tuple(value.shape)}"
+        )
+    return value
+
+
+def _layer_term(
+    name: str,
+    layer: nn.Module,
+    pending: _Pending,
+    loss: Tensor,
+    given: Optional[Tensor],
+    n: int,
+    reduction: str,
+) -> Tensor:
+    a = pending.input
+    if a.dim() == 0 or a.shape[0] != n:
+        batch = "a 0-dim input" if a.dim() == 0 else f"a batch of {a.shape[0]}"
+        raise ValueError(
+            f"REINFORCE layer {name} saw {batch}, but per_example_loss has {n} losses: the "
+            "layer's input must have one row per example"
+        )
+    opmath = pending.probability.dtype
+    unit_shape = (n,) + (1,) * (a.dim() - 1)
+    per_example = loss.to(opmath).view(unit_shape)
+    deviation = pending.sample.to(opmath) - pending.probability  # y - p
+    if given is not None:
+        centred = per_example - given.to(opmath).view(unit_shape)
+    elif layer.estimator.baseline == "variance":
+        numerator, denominator = _baseline_state(layer, a.shape[1:], opmath)
+        centred = per_example - (numerator / (denominator + _DENOMINATOR_EPSILON)).to(opmath)
+    else:
+        centred = per_example
+    coefficient = pending.slope.to(opmath) * deviation * centred
+    if reduction == "mean":
+        coefficient = coefficient / n
+    if layer.estimator.baseline == "variance":
+        _update_baseline(layer, deviation, per_example)
+    # Value 0, gradient `coefficient` with respect to the pre-activation.
+    return (coefficient.detach() * (a.to(opmath) - a.detach().to(opmath))).sum().float()
+
+
+def _baseline_state(layer: nn.Module, units: torch.Size, dtype: torch.dtype):
+    """The layer's moving averages, created at the first batch with the units' shape."""
+    if layer.reinforce_numerator.shape != units:
+        if layer.reinforce_numerator.numel():
+            raise ValueError(
+                f"the REINFORCE baseline was kept for units of shape "
+                f"{tuple(layer.reinforce_numerator.shape)}, but the layer now sees "
+                f"{tuple(units)}"
+            )
+        device = layer.slope.device
+        layer.reinforce_numerator = torch.zeros(units, dtype=dtype, device=device)
+        layer.reinforce_denominator = torch.ones(units, dtype=dtype, device=device)
+    return layer.reinforce_numerator, layer.reinforce_denominator
+
+
+@torch.no_grad()
+def _update_baseline(layer: nn.Module, deviation: Tensor, per_example: Tensor) -> None:
+    numerator, denominator = _baseline_state(layer, deviation.shape[1:], deviation.dtype)
+    squared = deviation.square()
+    keep = layer.estimator.decay
+    numerator.mul_(keep).add_((squared * per_example).mean(0), alpha=1 - keep)
+    denominator.mul_(keep).add_(squared.mean(0), alpha=1 - keep)
