@@ -170,7 +170,10 @@ def test_gumbel_backward_against_the_formula(case, tau):
     native = OP_BACKWARD(g, a, slope, "gumbel", clip, seed, tau_t)
     reference = _fallback.threshold_sample_backward(g, a, slope, "gumbel", clip, seed, tau_t)
     assert native.stride() == reference.stride()
-    assert torch.equal(native.isnan(), reference.isnan())
+    # NaN where a is NaN; an infinite g times a q (1 - q) that underflows to 0 is NaN too, which
+    # depends on the backend's uniform.
+    finite_g = g.isfinite()
+    assert torch.equal(native.isnan()[finite_g], reference.isnan()[finite_g])
     # g (s / tau) q (1 - q), q = sigmoid(z), with the native uniforms, in float64 (a stable form).
     u = _native_uniforms(a, case["seed"])
     z = (a.double() * case["slope"] - torch.logit(u)) / tau
@@ -185,7 +188,7 @@ def test_gumbel_backward_against_the_formula(case, tau):
     g_max = float(g.abs().max()) if g.numel() else 0.0
     floor = grad_atol(a.dtype, case["slope"] / tau) * max(1.0, g_max)
     infinite = z.isinf()  # a = +-inf: q is 0 or 1, so no gradient
-    assert bool(native[infinite].eq(0).all())
+    assert bool(native[infinite & finite_g].eq(0).all())
     finite = exact.isfinite() & native.isfinite() & ~infinite
     error = (native.double() - exact).abs()
     assert bool((error[finite] <= rtol[finite] * exact.abs()[finite] + floor).all())
