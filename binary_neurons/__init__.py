@@ -11,6 +11,7 @@ Backpropagation" (arXiv:1810.04714).
 from . import estimators, functional
 from ._backend import BackendInfo, backend_info
 from .annealing import SlopeAnnealer
+from .diagnostics import Diagnostics
 from .estimators import (
     ClippedStraightThrough,
     Estimator,
@@ -32,6 +33,7 @@ __all__ = [
     "BinaryNeuron",
     "ClippedStraightThrough",
     "DeterministicBinary",
+    "Diagnostics",
     "Estimator",
     "GumbelStraightThrough",
     "Reinforce",
