@@ -12,6 +12,7 @@ would have done.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -176,6 +177,19 @@ def _train(config: Config, process: distributed.Process, out: Optional[Path], re
     def slope() -> Optional[float]:
         return float(netG.output.slope) if config.output in ("dbn", "sbn") else None
 
+    # What G's binary layers do, measured on the last G update of each log window (a G with
+    # none, as BGAN's, logs nothing). The probe runs G in evaluation mode on the fixed noise,
+    # with its own RNG, so training draws and batch-norm statistics are untouched.
+    diagnostics = bn.Diagnostics(netG) if any(
+        isinstance(module, bn.BinaryNeuron) for module in netG.modules()) else None
+
+    def probe() -> None:
+        netG.eval()
+        try:
+            netG(fixed_z, torch.Generator(device).manual_seed(0))
+        finally:
+            netG.train()
+
     def save_checkpoint(step: int) -> None:
         rng = distributed.gather(process, distributed.rng_state(process))
         if out is not None and process.is_main:
@@ -218,7 +232,10 @@ def _train(config: Config, process: distributed.Process, out: Optional[Path], re
             # (2) update G through D, D's weights frozen
             if config.batches == "fresh":
                 z, fake = sample_latent(config, config.batch_size, device), None
-            g_out = update_g(objective, modelG, netD, optimizerG, z, fake)
+            measured = diagnostics is not None and ((step + 1) % config.log_every == 0
+                                                    or step + 1 == total_steps)
+            with diagnostics.record() if measured else contextlib.nullcontext():
+                g_out = update_g(objective, modelG, netD, optimizerG, z, fake)
             if ema is not None:
                 ema.update(netG)
 
@@ -239,6 +256,9 @@ def _train(config: Config, process: distributed.Process, out: Optional[Path], re
                           "d_steps": objective.critic_steps(step),
                           "sec_per_step": (now - window_start) / len(window["g_loss"]),
                           "elapsed": now - started}
+                if diagnostics is not None:
+                    record.update({f"G.{key}": value
+                                   for key, value in diagnostics.summary(probe).items()})
                 records.append(record)
                 if log is not None:
                     log.write(json.dumps(record) + "\n")
