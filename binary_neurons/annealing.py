@@ -58,14 +58,14 @@ class SlopeAnnealer:
         >>> round(float(model[1].slope), 4)
         1.331
 
-        Cooling a Gumbel layer from tau = 1 by 0.5 per step, down to 0.2:
+        Cooling a Gumbel layer from tau = 1 by 0.5 per step, down to 0.25:
 
         >>> layer = bn.StochasticBinary(estimator="gumbel")
-        >>> annealer = bn.SlopeAnnealer(layer, temperature_factor=0.5, min_temperature=0.2)
+        >>> annealer = bn.SlopeAnnealer(layer, temperature_factor=0.5, min_temperature=0.25)
         >>> for epoch in range(3):
         ...     annealer.step()
         >>> annealer.temperatures
-        [0.2]
+        [0.25]
     """
 
     def __init__(

@@ -229,21 +229,21 @@ class GumbelStraightThrough(Estimator):
     r"""Binary Gumbel (concrete) straight-through estimator (``"gumbel"``), for stochastic neurons.
 
     The forward pass is the stochastic neuron's own sample, bit for bit. The backward pass
-    differentiates its relaxation at temperature :math:`	au` with the *same* uniform :math:`u`
+    differentiates its relaxation at temperature :math:`\tau` with the *same* uniform :math:`u`
     (Jang et al., 2017, arXiv:1611.01144; Maddison et al., 2017, arXiv:1611.00712):
 
     .. math::
         y = \mathbb{1}[u < \sigma(s a)] = \mathbb{1}[q > 1/2], \qquad
-        q = \sigma\Bigl(rac{s a - \operatorname{logit} u}{	au}\Bigr), \qquad
-        rac{\partial L}{\partial a} = g \, rac{s}{	au} \, q (1 - q).
+        q = \sigma\Bigl(\frac{s a - \operatorname{logit} u}{\tau}\Bigr), \qquad
+        \frac{\partial L}{\partial a} = g \, \frac{s}{\tau} \, q (1 - q).
 
     The uniforms are drawn again from the forward's seed inside the backward kernel, never
-    saved. A small :math:`	au` makes :math:`q` closer to the step (less bias, more variance);
+    saved. A small :math:`\tau` makes :math:`q` closer to the step (less bias, more variance);
     :class:`~binary_neurons.SlopeAnnealer` can lower it during training
     (``temperature_factor``). A layer keeps its temperature in its ``tau`` buffer.
 
     Args:
-        tau: the temperature :math:`	au > 0`. Default: 1.0.
+        tau: the temperature :math:`\tau > 0`. Default: 1.0.
 
     Examples:
         >>> import torch
@@ -291,7 +291,7 @@ class Reinforce(Estimator):
     arXiv:1308.3432):
 
     .. math::
-        rac{\partial L}{\partial a} pprox s \, (y - \sigma(s a)) \, (L - b),
+        \frac{\partial L}{\partial a} \approx s \, (y - \sigma(s a)) \, (L - b),
 
     whose expectation over the sample is the exact gradient of :math:`\mathbb{E}[L]` for any
     :math:`b` that does not depend on the sample. The training loop hands the per-example loss
@@ -300,8 +300,8 @@ class Reinforce(Estimator):
     through it without that term is an error.
 
     Args:
-        baseline: ``"variance"`` (default): the variance-minimising
-            :math:`b = \mathbb{E}[(y - p)^2 L] / \mathbb{E}[(y - p)^2]`, per unit, from moving
+        baseline: ``"variance"`` (default): the variance-minimising baseline
+            :math:`b = \mathbb{E}[(y - p)^2 L] / \mathbb{E}[(y - p)^2]` per unit, from moving
             averages of the two expectations over batches (numerator from 0, denominator from 1,
             divided as ``numerator / (denominator + 1e-4)``); the averages are buffers of the
             layer, saved in its ``state_dict``, and the baseline used for a batch is the one
