@@ -50,9 +50,9 @@ CALLS = [
     (kind, estimator, slope_on_device, seed_on_device)
     for kind, estimator in [("sample", "sigmoid"), ("threshold", "sigmoid"),
                             ("backward", "identity"), ("backward", "sigmoid"),
-                            ("backward", "clipped")]
+                            ("backward", "clipped"), ("backward", "gumbel")]
     for slope_on_device, seed_on_device in itertools.product((False, True), repeat=2)
-    if kind == "sample" or not seed_on_device
+    if kind == "sample" or estimator == "gumbel" or not seed_on_device
 ]
 
 
@@ -61,6 +61,9 @@ def run(call, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     kind, estimator, slope_on_device, seed_on_device = call
     slope = torch.tensor(1.7, device=a.device if slope_on_device else "cpu")
     seed = torch.tensor(2**40 + 3, device=a.device if seed_on_device else "cpu")
+    if kind == "backward" and estimator == "gumbel":  # tau beside the slope, seed as the sample's
+        tau = torch.tensor(0.6, device=slope.device)
+        return threshold_sample_backward(g, a, slope, estimator, 0.0, seed, tau)
     if kind == "backward":
         return threshold_sample_backward(g, a, slope, estimator, 0.9)
     return threshold_sample(a, slope, seed if kind == "sample" else None, estimator, 0.0)

@@ -190,15 +190,15 @@ BN_INLINE T log_normal(T x) {
   using Bits = typename C::Bits;
   constexpr Bits kMantissaMask = (Bits(1) << C::kMantissaBits) - 1;
   const Bits bits = bit_cast_value<Bits>(x);
-  Bits exponent = (bits >> C::kMantissaBits) - C::kBias;
-  Bits mantissa_bits = (bits & kMantissaMask) | (C::kBias << C::kMantissaBits);  // m in [1, 2)
   // sqrt(2) as the mantissa bits of [1, 2): 0x3504F3 (float), 0x6A09E667F3BCD (double).
   constexpr Bits kSqrt2Mantissa =
       std::is_same_v<T, float> ? Bits(0x3504F3) : Bits(0x6A09E667F3BCDLL);
-  if ((bits & kMantissaMask) >= kSqrt2Mantissa) {  // m >= sqrt(2): halve it (exactly)
-    mantissa_bits -= Bits(1) << C::kMantissaBits;
-    exponent += 1;
-  }
+  // m >= sqrt(2) is halved (exactly), so that m lies in [sqrt(1/2), sqrt(2)). Branch-free, so
+  // that the CPU loops vectorize.
+  const Bits halve = (bits & kMantissaMask) >= kSqrt2Mantissa ? Bits(1) : Bits(0);
+  const Bits exponent = (bits >> C::kMantissaBits) - C::kBias + halve;
+  const Bits mantissa_bits =
+      ((bits & kMantissaMask) | ((C::kBias - halve) << C::kMantissaBits));
   const T m = bit_cast_value<T>(mantissa_bits);
   const T t = (m - T(1)) / (m + T(1));
   const T t2 = t * t;

@@ -92,12 +92,23 @@ C10_ALWAYS_INLINE void gumbel_grad_range_impl(
       begin, end, seed,
       [&](int64_t start, int64_t count, const uint32_t* words, int64_t skip)
           __attribute__((always_inline)) {
+            const scalar_t* __restrict tile_in = in + start;
+            scalar_t* __restrict tile_out = out + start;
+            if (one_grad) {
+              const opmath_t g = static_cast<opmath_t>(grad[0]);
+              for (int64_t j = 0; j < count; ++j) {
+                const opmath_t u = U::from_words(words, skip + j);
+                tile_out[j] = static_cast<scalar_t>(
+                    gumbel_grad(g, static_cast<opmath_t>(tile_in[j]), slope, tau, u));
+              }
+              return;
+            }
+            const scalar_t* __restrict tile_grad = grad + start;
             for (int64_t j = 0; j < count; ++j) {
-              const int64_t i = start + j;
-              const opmath_t g = static_cast<opmath_t>(grad[one_grad ? 0 : i]);
               const opmath_t u = U::from_words(words, skip + j);
-              out[i] = static_cast<scalar_t>(
-                  gumbel_grad(g, static_cast<opmath_t>(in[i]), slope, tau, u));
+              tile_out[j] = static_cast<scalar_t>(gumbel_grad(
+                  static_cast<opmath_t>(tile_grad[j]), static_cast<opmath_t>(tile_in[j]), slope,
+                  tau, u));
             }
           });
 }
