@@ -8,7 +8,8 @@ timestamped line as each starts and ends:
 2. ``tests-native``, ``tests-python``: the CUDA tests (``pytest -m cuda``) on both backends;
 3. ``sanitizer``: compute-sanitizer's memcheck over ``tools/kernel_driver.py``, then racecheck
    and initcheck on its quick version while time allows;
-4. ``benchmark``: ``benchmarks/bench_cuda.py``;
+4. ``benchmark``: ``benchmarks/bench_cuda.py``; ``benchmark-backward``: each estimator's
+   backward (``benchmarks/bench_backward.py``);
 5. ``binarygan``: the main preset (``mlp-wgangp-sbn``) for 1,000 generator steps on the real
    MNIST test digits, projected to the paper's 21,860 steps.
 
@@ -208,6 +209,12 @@ def benchmark(check: Check) -> None:
     check.run("benchmark", command, timeout=check.timeout(150, keep=60))
     if figures.is_file():
         check.figures["benchmark"] = json.loads(figures.read_text())
+    # Each estimator's backward (the Gumbel one regenerates its uniforms): a table in the log.
+    sizes = ["1e5"] if check.rehearsal else ["16e6", "64e6"]
+    check.run("benchmark-backward",
+              [sys.executable, "benchmarks/bench_backward.py", "--device",
+               "cpu" if check.rehearsal else "cuda", "--sizes", *sizes],
+              timeout=check.timeout(40, keep=50))
 
 
 def binarygan(check: Check, data_dir: Path | None, steps: int) -> None:
