@@ -172,11 +172,14 @@ def threshold_sample(
 ) -> Tensor:
     """Forward: ``1[a > 0]`` if ``seed`` is None, else ``1[u < sigmoid(slope * a)]``.
 
-    NaN inputs give NaN outputs. ``estimator`` and ``clip_value`` only matter for the backward
-    pass; they are arguments of the op so that autograd can see them.
+    NaN inputs give NaN outputs. ``estimator``, ``clip_value`` and ``tau`` only matter for the
+    backward pass; they are arguments of the op so that autograd can see them (a Gumbel ``tau``
+    held on the CPU is checked here, where the mistake is made).
     """
     check_forward(input, slope, seed, estimator, tau)
     used, usable = _positive("threshold_sample", slope, input)
+    if estimator == "gumbel" and tau.device.type == "cpu":
+        _positive("threshold_sample", tau, input, name="tau")
     if seed is None:
         hit = input > 0
     else:

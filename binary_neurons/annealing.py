@@ -26,7 +26,8 @@ class SlopeAnnealer:
     with it), step at the start of every epoch but the first instead.
 
     With ``temperature_factor``, each step also multiplies the temperature of every
-    ``"gumbel"`` layer by it (a factor below 1 cools it), never below ``min_temperature``.
+    ``"gumbel"`` layer by it (a factor below 1 cools it), never taking it below
+    ``min_temperature``.
 
     The slopes and temperatures live in the layers' ``slope`` and ``tau`` buffers, so they are
     saved and restored with the model's ``state_dict``; :meth:`state_dict` holds the annealer's
@@ -99,11 +100,14 @@ class SlopeAnnealer:
 
     @torch.no_grad()
     def step(self) -> None:
-        """Multiply every annealed layer's slope by ``factor`` (capped at ``max_slope``).
+        """Multiply every annealed layer's slope by ``factor`` (capped at ``max_slope``), and,
+        with ``temperature_factor``, every Gumbel layer's temperature by it (floored at
+        ``min_temperature``; a temperature already below the floor is left alone).
 
         Raises:
-            ValueError: if a slope would leave the range of float32 (about 1.2e-38 to 3.4e38),
-                the type the kernels compute in for all but float64 inputs; no slope changes.
+            ValueError: if a slope or temperature would leave the range of float32 (about
+                1.2e-38 to 3.4e38), the type the kernels compute in for all but float64
+                inputs; nothing changes.
         """
         limits = torch.finfo(torch.float32)
         new = []
@@ -119,10 +123,22 @@ class SlopeAnnealer:
                     "the kernels compute; set max_slope, or a factor closer to 1"
                 )
             new.append(slope)
+        new_taus: list[float] = []
+        for layer in self.gumbel_layers if self.temperature_factor is not None else ():
+            tau = float(layer.tau)
+            # Never below the floor, and never raised by it (a tau set below it stays).
+            value = max(tau * self.temperature_factor, min(tau, self.min_temperature))
+            if not limits.tiny <= value <= limits.max:
+                raise ValueError(
+                    f"annealing step {self.num_steps + 1} would set a temperature to {value:g}, "
+                    f"outside float32's range ({limits.tiny:.2g} to {limits.max:.2g}); set a "
+                    "temperature_factor closer to 1"
+                )
+            new_taus.append(value)
         for layer, slope in zip(self.layers, new):
             layer.slope.copy_(slope)
-        for layer in self.gumbel_layers if self.temperature_factor is not None else ():
-            layer.tau.copy_((layer.tau * self.temperature_factor).clamp(min=self.min_temperature))
+        for layer, value in zip(self.gumbel_layers, new_taus):
+            layer.tau.fill_(value)
         self.num_steps += 1
 
     @property

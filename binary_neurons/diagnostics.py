@@ -61,18 +61,20 @@ class Diagnostics:
 
     Inside ``with diagnostics.record():`` every forward pass of each
     :class:`~binary_neurons.DeterministicBinary` and :class:`~binary_neurons.StochasticBinary`
-    in ``model`` (and the backward pass, if it runs inside the block) is measured;
+    in ``model`` is measured, and so is the backward pass of those forward passes (whenever it
+    runs);
     :meth:`summary` returns what was measured since the previous summary and starts afresh. For
     a layer named ``name`` (as in ``model.named_modules()``), the keys are:
 
-    - ``name/firing_rate``: the share of outputs that fired (1, or +1 when ``signed``);
+    - ``name/firing_rate``: the share of outputs that fired (1, or +1 when ``signed``; any
+      output > 0, so a layer returning probabilities in evaluation mode counts as firing);
     - ``name/saturation``: the share of probabilities :math:`p = \sigma(s a)` outside
       [0.01, 0.99], where the sigmoid estimators pass almost no gradient;
     - ``name/entropy``: the mean binary entropy of :math:`p`, in bits (1 at p = 0.5);
     - ``name/never_fired``, ``name/always_fired``: how many units (positions after the batch
       dimension) never, or always, fired over the recorded examples;
     - ``name/grad_abs``: the mean :math:`|\partial L / \partial a|` reaching the
-      pre-activation (NaN if no backward pass ran in the block);
+      pre-activation (NaN if no backward pass of a recorded forward pass ran);
     - ``name/flips``: with a ``probe``, the share of the layer's decisions :math:`\mathbb{1}[a > 0]`
       on the probe batch that changed since the previous summary's probe (NaN the first time).
 
@@ -126,16 +128,15 @@ class Diagnostics:
                 handle.remove()
 
     def _forward_hook(self, name: str) -> Callable:
-        stats = self._stats[name]
-
+        # The running sums are looked up when a hook fires: summary() replaces them.
         def hook(layer: BinaryNeuron, args: tuple, output: Tensor) -> None:
             (a,) = args[:1]
             with torch.no_grad():
                 p = layer.probability(a.detach())
                 fired = output.detach() > 0
-            stats.add_forward(p, fired)
+            self._stats[name].add_forward(p, fired)
             if a.requires_grad and torch.is_grad_enabled():
-                a.register_hook(lambda grad: stats.add_grad(grad))
+                a.register_hook(lambda grad: self._stats[name].add_grad(grad))
 
         return hook
 

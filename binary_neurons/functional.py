@@ -124,6 +124,11 @@ def _binary(
     return apply_binary(input, estimator, _as_slope_tensor(slope, input), seed, signed=signed)
 
 
+def to_signed(y: Tensor) -> Tensor:
+    """``2 y - 1``: {0, 1} to {-1, +1} (and a probability to the expected signed output)."""
+    return y * 2 - 1
+
+
 def apply_binary(
     input: Tensor,
     estimator: Estimator,
@@ -151,7 +156,7 @@ def apply_binary(
         return y
     scale = estimator.signed_scale
     if scale == 2.0:  # the surrogate's own derivative: that of 2 y - 1
-        return y * 2 - 1
+        return to_signed(y)
     # 2 y - 1 in value, with `scale` times y's pseudo-gradient.
     return y * scale + (y.detach() * (2 - scale) - 1)
 

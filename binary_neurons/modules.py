@@ -14,7 +14,8 @@ from .estimators import EstimatorLike, get_estimator
 
 __all__ = ["BinaryNeuron", "DeterministicBinary", "StochasticBinary"]
 
-# What a "gumbel" layer thresholds with in evaluation mode (eval_mode="threshold").
+# What a "gumbel" or "reinforce" layer thresholds with in evaluation mode
+# (eval_mode="threshold").
 _THRESHOLD_ESTIMATOR = get_estimator("sigmoid")
 
 
@@ -57,10 +58,7 @@ class BinaryNeuron(nn.Module):
         tau = getattr(self.estimator, "tau", None) if self.estimator.kernel == "gumbel" else None
         self.register_buffer("tau", None if tau is None else torch.tensor(tau))
         if self.estimator.needs_loss:
-            # REINFORCE's baseline: per-unit moving averages, shaped at the first batch.
-            self.register_buffer("reinforce_numerator", torch.zeros(0))
-            self.register_buffer("reinforce_denominator", torch.zeros(0))
-            self._reinforce_pending: list = []
+            reinforce.attach_state(self)
 
     def set_slope(self, value: float) -> None:
         """Set the slope to ``value`` (a finite number > 0), in place."""
@@ -88,10 +86,8 @@ class BinaryNeuron(nn.Module):
             value = state_dict.get(prefix + name)
             if isinstance(value, Tensor) and value.numel() == 1:
                 positive_finite(f"{prefix}{name} in the state_dict", value.item())
-        for name in ("reinforce_numerator", "reinforce_denominator"):
-            value = state_dict.get(prefix + name)
-            if isinstance(value, Tensor) and hasattr(self, name):  # take the saved units' shape
-                setattr(self, name, torch.empty_like(value, device=self.slope.device))
+        if self.estimator.needs_loss:
+            reinforce.shape_state(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
@@ -162,8 +158,8 @@ class StochasticBinary(BinaryNeuron):
     mode it always samples. In evaluation mode it does what ``eval_mode`` says: keep sampling
     (the default, as BinaryGAN's generator does at test time), threshold at
     :math:`p = 0.5`, or return the probability :math:`p` itself (:math:`2p - 1`, the expected
-    output, when ``signed``). A ``"gumbel"`` layer thresholds with the sigmoid-adjusted
-    pseudo-gradient, having no sample to relax.
+    output, when ``signed``). A ``"gumbel"`` or ``"reinforce"`` layer thresholds with the
+    sigmoid-adjusted pseudo-gradient, having no sample to work from.
 
     Args:
         estimator: the gradient estimator: ``"identity"``, ``"sigmoid"`` (default),
@@ -232,14 +228,14 @@ class StochasticBinary(BinaryNeuron):
             seed = F.draw_seed(input, generator)
             if estimator.needs_loss:
                 y = reinforce.sample(self, input, seed)
-                return y * 2 - 1 if self.signed else y
+                return F.to_signed(y) if self.signed else y
         elif self.eval_mode == "threshold":
             seed = None
             if estimator.needs_sample:  # nothing sampled to relax: the sigmoid's gradient
                 estimator = _THRESHOLD_ESTIMATOR
         else:
             probability = self.probability(input)
-            return probability * 2 - 1 if self.signed else probability
+            return F.to_signed(probability) if self.signed else probability
         return F.apply_binary(input, estimator, self.slope, seed, self.tau, self.signed)
 
     def extra_repr(self) -> str:

@@ -8,21 +8,23 @@ gradient is the REINFORCE estimate, updates the layers' baselines, and clears wh
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
-from . import _ops
+from . import _fallback, _ops
 from .estimators import Reinforce
 
 __all__ = ["reinforce_loss"]
 
 # Added to the baseline's denominator, as in Bengio et al.'s and the R2RT post's code.
 _DENOMINATOR_EPSILON = 1e-4
-# A layer keeping more forward passes than this has lost its loop's reinforce_loss call.
-_MAX_PENDING = 1024
+# A layer keeping more live forward passes than this has lost its loop's reinforce_loss call.
+_MAX_PENDING = 64
+_BUFFERS = ("reinforce_numerator", "reinforce_denominator")
 
 
 @dataclass
@@ -30,10 +32,38 @@ class _Pending:
     """One recorded forward pass of a REINFORCE layer."""
 
     input: Tensor  # the pre-activation, attached to the graph
-    sample: Tensor  # y, detached
     probability: Tensor  # sigmoid(s a), detached, in the input's opmath type
-    slope: Tensor  # detached, 0-dim
+    slope: Tensor  # a copy, 0-dim
+    sample: Optional[Tensor] = None  # y, detached
+    node: Optional[Callable[[], Any]] = None  # a weak reference to a token of its graph node
     supplied: bool = False  # set by reinforce_loss; checked by the output's backward
+
+    def alive(self) -> bool:
+        """Whether the pass's graph still exists: a pass whose output was dropped with
+        everything computed from it (a step that detached it, say) can no longer receive a
+        gradient, and is forgotten."""
+        return self.node is not None and self.node() is not None
+
+
+class _NodeToken:
+    """Held only by a pass's autograd node: it dies with the node's graph."""
+
+
+def attach_state(layer: nn.Module) -> None:
+    """Give a REINFORCE layer its baseline buffers (per-unit moving averages, shaped at the
+    first batch, or by a loaded state_dict) and its list of recorded passes."""
+    for name in _BUFFERS:
+        layer.register_buffer(name, torch.zeros(0))
+    layer._reinforce_pending = []
+
+
+def shape_state(layer: nn.Module, state_dict: dict, prefix: str) -> None:
+    """Before a state_dict is loaded: take the saved baseline's shape (the buffers are replaced
+    by new tensors, so references to the old ones, as a DDP wrapper keeps, go stale)."""
+    for name in _BUFFERS:
+        value = state_dict.get(prefix + name)
+        if isinstance(value, Tensor) and hasattr(layer, name):
+            setattr(layer, name, torch.empty_like(value, device=layer.slope.device))
 
 
 class _ReinforceSample(torch.autograd.Function):
@@ -42,6 +72,8 @@ class _ReinforceSample(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, slope, seed, pending, layer_name):
         ctx.pending, ctx.layer_name = pending, layer_name
+        ctx.token = _NodeToken()
+        pending.node = weakref.ref(ctx.token)
         return _ops.threshold_sample(input, slope, seed, "identity", 0.0)
 
     @staticmethod
@@ -56,23 +88,24 @@ class _ReinforceSample(torch.autograd.Function):
 
 
 def sample(layer: nn.Module, input: Tensor, seed: Tensor) -> Tensor:
-    """The forward pass of a REINFORCE layer: the sample, recorded when autograd records."""
-    if not (torch.is_grad_enabled() and input.requires_grad):
+    """The forward pass of a REINFORCE layer: the sample, recorded in training mode when
+    autograd records."""
+    if not (layer.training and torch.is_grad_enabled() and input.requires_grad):
         return _ops.threshold_sample(input, layer.slope, seed, "identity", 0.0)
-    pending_list = layer._reinforce_pending
+    pending_list = [pending for pending in layer._reinforce_pending if pending.alive()]
     if len(pending_list) >= _MAX_PENDING:
         raise RuntimeError(
-            f"this REINFORCE layer has kept {len(pending_list)} forward passes that no "
-            "reinforce_loss call consumed; call binary_neurons.reinforce_loss(model, "
+            f"a REINFORCE layer ({layer.extra_repr()}) holds {len(pending_list)} forward passes "
+            "that no reinforce_loss call consumed; call binary_neurons.reinforce_loss(model, "
             "per_example_loss) once per training step"
         )
-    opmath = torch.promote_types(input.dtype, torch.float32)
-    slope = layer.slope.detach()
-    probability = torch.sigmoid(input.detach().to(opmath) * slope.to(opmath))
-    pending = _Pending(input, None, probability, slope)  # type: ignore[arg-type]
+    opmath = _fallback._opmath_dtype(input.dtype)
+    slope = layer.slope.detach().clone()
+    pending = _Pending(input, layer.probability(input.detach().to(opmath)), slope)
     output = _ReinforceSample.apply(input, layer.slope, seed, pending, type(layer).__name__)
     pending.sample = output.detach()
     pending_list.append(pending)
+    layer._reinforce_pending = pending_list
     return output
 
 
@@ -156,22 +189,31 @@ def reinforce_loss(
             "model has no StochasticBinary layer with estimator='reinforce'; reinforce_loss is "
             "only needed for those"
         )
-    if not any(module._reinforce_pending for _, module in layers):
+    recorded = [
+        (name or "(the model)", layer, pending)
+        for name, layer in layers
+        for pending in layer._reinforce_pending
+        if pending.alive()
+    ]
+    if not recorded:
         raise ValueError(
             "no REINFORCE layer ran a training forward pass since the last reinforce_loss call "
-            "(with autograd recording and an input that requires grad)"
+            "(in training mode, with autograd recording and an input that requires grad)"
         )
     loss = per_example_loss.detach()
     n = loss.shape[0]
     given = None if baseline is None else _given_baseline(baseline, loss)
-    total = loss.new_zeros((), dtype=torch.float32)
-    for name, layer in layers:
-        for pending in layer._reinforce_pending:
-            total = total + _layer_term(name or "(the model)", layer, pending, loss, given, n,
-                                        reduction)
-            pending.supplied = True
+    for name, _, pending in recorded:  # check everything before changing anything
+        _check_batch(name, pending.input, n)
+    # Every term uses the baselines as they were before this call; then they learn from it.
+    terms = [_term(layer, pending, loss, given, reduction) for _, layer, pending in recorded]
+    for (_, layer, pending), (_, deviation, per_example) in zip(recorded, terms):
+        if layer.estimator.baseline == "variance":
+            _update_baseline(layer, deviation, per_example)
+        pending.supplied = True
+    for _, layer in layers:
         layer._reinforce_pending = []
-    return total
+    return sum((term for term, _, _ in terms), loss.new_zeros((), dtype=torch.float32))
 
 
 def _given_baseline(baseline: BaselineLike, loss: Tensor) -> Tensor:
@@ -186,22 +228,21 @@ def _given_baseline(baseline: BaselineLike, loss: Tensor) -> Tensor:
     return value
 
 
-def _layer_term(
-    name: str,
-    layer: nn.Module,
-    pending: _Pending,
-    loss: Tensor,
-    given: Optional[Tensor],
-    n: int,
-    reduction: str,
-) -> Tensor:
-    a = pending.input
+def _check_batch(name: str, a: Tensor, n: int) -> None:
     if a.dim() == 0 or a.shape[0] != n:
         batch = "a 0-dim input" if a.dim() == 0 else f"a batch of {a.shape[0]}"
         raise ValueError(
             f"REINFORCE layer {name} saw {batch}, but per_example_loss has {n} losses: the "
             "layer's input must have one row per example"
         )
+
+
+def _term(
+    layer: nn.Module, pending: _Pending, loss: Tensor, given: Optional[Tensor], reduction: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One recorded pass's loss term, and its y - p and per-example loss for the baseline."""
+    a = pending.input
+    n = a.shape[0]
     opmath = pending.probability.dtype
     unit_shape = (n,) + (1,) * (a.dim() - 1)
     per_example = loss.to(opmath).view(unit_shape)
@@ -216,10 +257,9 @@ def _layer_term(
     coefficient = pending.slope.to(opmath) * deviation * centred
     if reduction == "mean":
         coefficient = coefficient / n
-    if layer.estimator.baseline == "variance":
-        _update_baseline(layer, deviation, per_example)
     # Value 0, gradient `coefficient` with respect to the pre-activation.
-    return (coefficient.detach() * (a.to(opmath) - a.detach().to(opmath))).sum().float()
+    term = (coefficient.detach() * (a.to(opmath) - a.detach().to(opmath))).sum().float()
+    return term, deviation, per_example
 
 
 def _baseline_state(layer: nn.Module, units: torch.Size, dtype: torch.dtype):

@@ -101,6 +101,17 @@ def test_signed_and_stochastic_layers():
     assert stats["0/saturation"] == 0.0
 
 
+def test_a_backward_after_the_summary_lands_in_the_next_one():
+    model = _model()
+    diagnostics = bn.Diagnostics(model)
+    with diagnostics.record():
+        out = model(torch.randn(8, 4))
+    first = diagnostics.summary()
+    out.sum().backward()
+    second = diagnostics.summary()
+    assert math.isnan(first["1/grad_abs"]) and second["1/grad_abs"] > 0
+
+
 def test_needs_a_binary_layer():
     with pytest.raises(ValueError, match="no binary layer"):
         bn.Diagnostics(nn.Linear(2, 2))

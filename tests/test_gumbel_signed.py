@@ -103,6 +103,14 @@ def test_gumbel_needs_a_stochastic_neuron():
         bn.StochasticBinary().set_tau(0.5)
 
 
+def test_bad_temperature_at_the_op_is_an_error_in_the_forward(device):
+    a = torch.zeros(3, device=device)
+    with pytest.raises(ValueError, match="expected tau to be a finite number > 0"):
+        torch.ops.binary_neurons.threshold_sample(
+            a, torch.tensor(1.0), torch.tensor(1), "gumbel", 0.0, torch.tensor(-1.0)
+        )
+
+
 def test_temperature_is_saved_and_restored():
     layer = bn.StochasticBinary(estimator=bn.GumbelStraightThrough(0.25))
     assert float(layer.tau) == 0.25 and "tau=0.25" in repr(layer)
@@ -145,6 +153,14 @@ def test_annealer_cools_and_resumes():
         bn.SlopeAnnealer(bn.StochasticBinary(estimator="gumbel"))
     with pytest.raises(ValueError, match="temperature_factor must be a finite number > 0"):
         bn.SlopeAnnealer(model, temperature_factor=0.0)
+    # A temperature set below the floor is not raised to it; one heated past float32 is refused.
+    model[1].set_tau(0.05)
+    annealer.step()
+    assert annealer.temperatures == pytest.approx([0.05])
+    hot = bn.SlopeAnnealer(model[1], temperature_factor=1e30)
+    with pytest.raises(ValueError, match="would set a temperature"):
+        for _ in range(3):
+            hot.step()
 
 
 def test_eval_threshold_mode_with_gumbel():

@@ -123,7 +123,7 @@ def test_given_baseline_and_sum_reduction():
     bn.reinforce_loss(layer, losses, baseline=losses, reduction="sum").backward()
     assert bool((a.grad == 0).all())  # L - b = 0 for every example
     a.grad = None
-    layer(a)
+    y = layer(a)
     bn.reinforce_loss(layer, losses, baseline=0.5, reduction="sum").backward()
     assert a.grad.shape == (8, 2)
     assert y.shape == (8, 2)
@@ -159,7 +159,7 @@ def test_errors_say_what_to_do():
     with pytest.raises(RuntimeError, match="per-example loss was never supplied"):
         layer(a).sum().backward()
     layer._reinforce_pending.clear()
-    layer(a)
+    y = layer(a)
     with pytest.raises(ValueError, match="per_example_loss has 5 losses"):
         bn.reinforce_loss(layer, torch.rand(5))
     with pytest.raises(ValueError, match="1-dim tensor with one loss per example"):
@@ -182,11 +182,56 @@ def test_errors_say_what_to_do():
         bn.Reinforce(decay=1.0)
 
 
-def test_nothing_is_kept_without_autograd():
+def test_nothing_is_kept_without_autograd_or_outside_training():
     layer = bn.StochasticBinary(estimator="reinforce")
     with torch.no_grad():
         layer(torch.randn(4, 3))
     layer(torch.randn(4, 3))  # an input that needs no gradient
     assert layer._reinforce_pending == []
     layer.eval()
-    assert layer(torch.randn(4, 3, requires_grad=True)).shape == (4, 3)
+    y = layer(torch.randn(4, 3, requires_grad=True))
+    assert y.shape == (4, 3) and layer._reinforce_pending == []
+
+
+def test_dropped_outputs_are_forgotten():
+    layer = bn.StochasticBinary(estimator="reinforce")
+    a = torch.randn(4, 3, requires_grad=True)
+    layer(a).detach()  # as a discriminator step uses a generator's output
+    kept = layer(a)
+    bn.reinforce_loss(layer, torch.rand(4))  # pairs the loss with `kept` only
+    assert layer._reinforce_pending == [] and kept.shape == (4, 3)
+    for _ in range(100):  # passes whose outputs die never pile up
+        layer(a)
+    kept = layer(a)
+    with pytest.raises(ValueError, match="1-dim tensor"):
+        bn.reinforce_loss(layer, torch.rand(4, 2))
+    assert len(layer._reinforce_pending) == 1
+
+
+def test_a_second_pass_uses_the_baseline_from_before_the_call():
+    torch.manual_seed(0)
+    layer = bn.StochasticBinary(estimator="reinforce")
+    warm = torch.randn(32, 2, requires_grad=True)
+    y0 = layer(warm)
+    bn.reinforce_loss(layer, torch.rand(32) + 1)  # the baseline is no longer 0
+    b = (layer.reinforce_numerator / (layer.reinforce_denominator + 1e-4)).clone()
+    a1 = torch.randn(32, 2, requires_grad=True)
+    a2 = torch.randn(32, 2, requires_grad=True)
+    y1, y2 = layer(a1), layer(a2)
+    losses = torch.rand(32)
+    bn.reinforce_loss(layer, losses).backward()
+    for a, y in ((a1, y1), (a2, y2)):
+        expected = (y - torch.sigmoid(a)).detach() * (losses[:, None] - b) / 32
+        torch.testing.assert_close(a.grad, expected)
+    assert y0.shape == (32, 2)
+
+
+def test_a_bad_batch_changes_nothing():
+    model = nn.Sequential(bn.StochasticBinary(estimator="reinforce"), nn.Flatten(0),
+                          bn.StochasticBinary(estimator="reinforce"))
+    a = torch.randn(4, 3, requires_grad=True)
+    y = model(a)  # the second layer sees a batch of 12
+    with pytest.raises(ValueError, match="saw a batch of 12"):
+        bn.reinforce_loss(model, torch.rand(4))
+    assert len(model[0]._reinforce_pending) == 1 and model[0].reinforce_numerator.numel() == 0
+    assert y.shape == (12,)

@@ -255,6 +255,9 @@ at::Tensor threshold_sample_cpu(const at::Tensor& input, const at::Tensor& slope
   constexpr const char* kOp = "threshold_sample";
   check_forward(kOp, input, slope, seed, estimator, tau);
   const double slope_double = host_positive(kOp, "slope", slope, input);
+  if (estimator == "gumbel") {  // used by the backward; checked here, where it is given
+    host_positive(kOp, "tau", *tau, input);
+  }
   at::Tensor out = at::empty_like(input);
   const at::Tensor in = in_layout_of(input, out);
   const int64_t numel = in.numel();

@@ -223,6 +223,9 @@ at::Tensor threshold_sample_cuda(const at::Tensor& input, const at::Tensor& slop
   at::Tensor slope_holder;
   const DeviceScalar<double> slope_arg =
       positive_argument(kOp, "slope", slope, input, slope_holder);
+  if (estimator == "gumbel" && tau->device().is_cpu()) {  // the backward's; checked where given
+    host_positive(kOp, "tau", *tau, input);
+  }
   at::Tensor out = at::empty_like(input);
   const at::Tensor in = in_layout_of(input, out);
   if (!seed.has_value()) {
