@@ -296,8 +296,8 @@ class Reinforce(Estimator):
     whose expectation over the sample is the exact gradient of :math:`\mathbb{E}[L]` for any
     :math:`b` that does not depend on the sample. The training loop hands the per-example loss
     to :func:`~binary_neurons.reinforce_loss`, which returns the term to add to the loss before
-    ``backward()``; the layer's output passes no gradient of its own, and a backward pass
-    through it without that term is an error.
+    ``backward()``; the layer's output passes no gradient of its own, and (in eager mode) a
+    backward pass through it without that term is an error.
 
     Args:
         baseline: ``"variance"`` (default): the variance-minimising baseline

@@ -35,14 +35,15 @@ class _Pending:
     probability: Tensor  # sigmoid(s a), detached, in the input's opmath type
     slope: Tensor  # a copy, 0-dim
     sample: Optional[Tensor] = None  # y, detached
-    node: Optional[Callable[[], Any]] = None  # a weak reference to a token of its graph node
+    # A weak reference to a token of its graph node (None under torch.compile: kept until used)
+    node: Optional[Callable[[], Any]] = None
     supplied: bool = False  # set by reinforce_loss; checked by the output's backward
 
     def alive(self) -> bool:
         """Whether the pass's graph still exists: a pass whose output was dropped with
         everything computed from it (a step that detached it, say) can no longer receive a
         gradient, and is forgotten."""
-        return self.node is not None and self.node() is not None
+        return self.node is None or self.node() is not None
 
 
 class _NodeToken:
@@ -72,13 +73,15 @@ class _ReinforceSample(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, slope, seed, pending, layer_name):
         ctx.pending, ctx.layer_name = pending, layer_name
-        ctx.token = _NodeToken()
-        pending.node = weakref.ref(ctx.token)
+        if not torch.compiler.is_compiling():  # a traced node's token would die at once
+            ctx.token = _NodeToken()
+            pending.node = weakref.ref(ctx.token)
         return _ops.threshold_sample(input, slope, seed, "identity", 0.0)
 
     @staticmethod
     def backward(ctx, grad_output):
-        if not ctx.pending.supplied:
+        # A compiled backward is traced before any loss exists: only eager passes can check.
+        if not torch.compiler.is_compiling() and not ctx.pending.supplied:
             raise RuntimeError(
                 f"the REINFORCE layer {ctx.layer_name} got a gradient, but its per-example loss "
                 "was never supplied: add binary_neurons.reinforce_loss(model, per_example_loss) "

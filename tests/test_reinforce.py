@@ -235,3 +235,28 @@ def test_a_bad_batch_changes_nothing():
         bn.reinforce_loss(model, torch.rand(4))
     assert len(model[0]._reinforce_pending) == 1 and model[0].reinforce_numerator.numel() == 0
     assert y.shape == (12,)
+
+
+def test_compile_fullgraph_equals_eager():
+    """With the layer compiled (fullgraph), gradients equal eager's step for step; the seed is
+    drawn by the same generator (``fallback_random``)."""
+    import torch._inductor.config as inductor_config
+
+    x = torch.randn(8, 4)
+    grads = {}
+    for mode in ("eager", "compiled"):
+        torch._dynamo.reset()
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 6), bn.StochasticBinary(estimator="reinforce"),
+                              nn.Linear(6, 1))
+        run = torch.compile(model, fullgraph=True) if mode == "compiled" else model
+        for step in range(3):
+            torch.manual_seed(10 + step)
+            model.zero_grad()
+            with inductor_config.patch(fallback_random=True):
+                losses = run(x).squeeze(-1).square()
+            (losses.mean() + bn.reinforce_loss(model, losses)).backward()
+        grads[mode] = [param.grad.clone() for param in model.parameters()]
+        grads[mode].append(model[1].reinforce_numerator.clone())
+    for eager, compiled in zip(grads["eager"], grads["compiled"]):
+        torch.testing.assert_close(compiled, eager)
