@@ -3,6 +3,7 @@
 #   make test   the test suite on the native and the pure-PyTorch backend (native must load)
 #   make docs   the Sphinx documentation (warnings are errors), with its doctests
 #   make bench  the threshold-and-sample kernel benchmark
+#   make bench-estimators  which estimator: exact bias and variance, a classifier (<= 30 min)
 #   make fuzz   the differential fuzz of the native kernels at full size (10,000 cases)
 #   make gpu-check            on a GPU machine: the whole CUDA path in one command (see below)
 #   make gpu-check-rehearsal  the same here, every stage that needs no GPU (CI runs it)
@@ -16,7 +17,8 @@ TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT ?= runs/demo
 DEMO_FLAGS ?=  # e.g. --overwrite to replace an earlier demo run, --resume to continue one
 
-.PHONY: install demo test test-native test-python fuzz docs bench gpu-check gpu-check-data \
+.PHONY: install demo test test-native test-python fuzz docs bench bench-estimators gpu-check \
+	gpu-check-data \
 	gpu-check-rehearsal clean
 
 install: $(STAMP)
@@ -60,6 +62,9 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_threshold_sample.py
+
+bench-estimators: $(STAMP)
+	$(BIN)/python benchmarks/estimators --out runs/estimators
 
 # The GPU machine has its own torch and no package registry, and receives only the checkout:
 # run `make gpu-check-data` here first and carry .gpu-check/data along. The check imports the
