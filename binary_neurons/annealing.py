@@ -109,37 +109,36 @@ class SlopeAnnealer:
                 1.2e-38 to 3.4e38), the type the kernels compute in for all but float64
                 inputs; nothing changes.
         """
-        limits = torch.finfo(torch.float32)
         new = []
         for layer in self.layers:
             slope = layer.slope * self.factor  # in the buffer's dtype, as it always was
             if self.max_slope is not None:
                 slope = slope.clamp(max=self.max_slope)
-            value = float(slope)
-            if not limits.tiny <= value <= limits.max:
-                raise ValueError(
-                    f"annealing step {self.num_steps + 1} would set a slope to {value:g}, "
-                    f"outside float32's range ({limits.tiny:.2g} to {limits.max:.2g}) in which "
-                    "the kernels compute; set max_slope, or a factor closer to 1"
-                )
+            self._check_range("slope", float(slope), "set max_slope, or a factor closer to 1")
             new.append(slope)
         new_taus: list[float] = []
         for layer in self.gumbel_layers if self.temperature_factor is not None else ():
             tau = float(layer.tau)
             # Never below the floor, and never raised by it (a tau set below it stays).
             value = max(tau * self.temperature_factor, min(tau, self.min_temperature))
-            if not limits.tiny <= value <= limits.max:
-                raise ValueError(
-                    f"annealing step {self.num_steps + 1} would set a temperature to {value:g}, "
-                    f"outside float32's range ({limits.tiny:.2g} to {limits.max:.2g}); set a "
-                    "temperature_factor closer to 1"
-                )
+            self._check_range("temperature", value, "set a temperature_factor closer to 1")
             new_taus.append(value)
         for layer, slope in zip(self.layers, new):
             layer.slope.copy_(slope)
         for layer, value in zip(self.gumbel_layers, new_taus):
             layer.tau.fill_(value)
         self.num_steps += 1
+
+    def _check_range(self, what: str, value: float, hint: str) -> None:
+        """A slope or temperature must stay in float32's normal range, where the kernels
+        compute for all but float64 inputs."""
+        limits = torch.finfo(torch.float32)
+        if not limits.tiny <= value <= limits.max:
+            raise ValueError(
+                f"annealing step {self.num_steps + 1} would set a {what} to {value:g}, outside "
+                f"float32's range ({limits.tiny:.2g} to {limits.max:.2g}) in which the kernels "
+                f"compute; {hint}"
+            )
 
     @property
     def slopes(self) -> list[float]:

@@ -155,27 +155,21 @@ def test_compile_fullgraph_equals_eager(neuron, device):
             torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-5, atol=1e-6)
 
 
-def test_compile_no_recompile_when_slope_anneals():
+@pytest.mark.parametrize(
+    "estimator, settings, expected",
+    [("annealed", {}, ("slopes", [1.331])),
+     ("gumbel", {"temperature_factor": 0.5}, ("temperatures", [0.125]))],
+    ids=["slope-anneals", "temperature-cools"],
+)
+def test_compile_no_recompile_when_annealing(estimator, settings, expected):
     torch._dynamo.reset()
-    model = _Net(bn.StochasticBinary(estimator="annealed"))
-    annealer = bn.SlopeAnnealer(model)
+    model = _Net(bn.StochasticBinary(estimator=estimator))
+    annealer = bn.SlopeAnnealer(model, **settings)
     compiled = torch.compile(model, fullgraph=True)
     x = torch.randn(4, 8)
     with torch._dynamo.config.patch(error_on_recompile=True):
         for _ in range(3):
             compiled(x).sum().backward()
             annealer.step()
-    assert float(model.neuron.slope) == pytest.approx(1.331)
-
-
-def test_compile_no_recompile_when_the_temperature_cools():
-    torch._dynamo.reset()
-    model = _Net(bn.StochasticBinary(estimator="gumbel"))
-    annealer = bn.SlopeAnnealer(model, temperature_factor=0.5)
-    compiled = torch.compile(model, fullgraph=True)
-    x = torch.randn(4, 8)
-    with torch._dynamo.config.patch(error_on_recompile=True):
-        for _ in range(3):
-            compiled(x).sum().backward()
-            annealer.step()
-    assert annealer.temperatures == [0.125]
+    name, values = expected
+    assert getattr(annealer, name) == pytest.approx(values)
