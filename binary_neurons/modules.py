@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from . import functional as F
 from . import reinforce
 from ._validation import positive_finite
-from .estimators import EstimatorLike, get_estimator
+from .estimators import EstimatorLike, GumbelStraightThrough, get_estimator
 
 __all__ = ["BinaryNeuron", "DeterministicBinary", "StochasticBinary"]
 
@@ -55,8 +55,8 @@ class BinaryNeuron(nn.Module):
         self.estimator = get_estimator(estimator)
         self.signed = bool(signed)
         self.register_buffer("slope", torch.tensor(F.check_slope_value(slope)))
-        tau = getattr(self.estimator, "tau", None) if self.estimator.kernel == "gumbel" else None
-        self.register_buffer("tau", None if tau is None else torch.tensor(tau))
+        gumbel = isinstance(self.estimator, GumbelStraightThrough)
+        self.register_buffer("tau", torch.tensor(self.estimator.tau) if gumbel else None)
         if self.estimator.needs_loss:
             reinforce.attach_state(self)
 
