@@ -3,7 +3,8 @@
 #   make test   the test suite on the native and the pure-PyTorch backend (native must load)
 #   make docs   the Sphinx documentation (warnings are errors), with its doctests
 #   make bench  the threshold-and-sample kernel benchmark
-#   make bench-estimators  which estimator: exact bias and variance, a classifier (<= 30 min)
+#   make bench-estimators  which estimator: exact bias and variance, a classifier, a discrete
+#               VAE on Fashion-MNIST (<= 30 min)
 #   make fuzz   the differential fuzz of the native kernels at full size (10,000 cases)
 #   make gpu-check            on a GPU machine: the whole CUDA path in one command (see below)
 #   make gpu-check-rehearsal  the same here, every stage that needs no GPU (CI runs it)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import settings
@@ -47,6 +49,25 @@ def grad_atol(dtype: torch.dtype, slope: float) -> float:
     opmath = torch.promote_types(dtype, torch.float32)
     return max(torch.finfo(opmath).tiny, torch.finfo(dtype).tiny) * max(1.0, slope)
 
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
+    """Write ``array`` (uint8 or int32) as an MNIST-format IDX file, gzipped if asked."""
+    code = {np.dtype(np.uint8): 0x08, np.dtype(np.int32): 0x0C}[array.dtype]
+    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    raw = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+    return path
+
+
+def synthetic_digits(count: int, seed: int = 0) -> np.ndarray:
+    """``count`` 28x28 uint8 images: a bright rectangle of random intensities on black."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((count, 28, 28), np.uint8)
+    for image in images:  # a bright rectangle on black, 0 elsewhere
+        top, left = rng.integers(2, 12, size=2)
+        image[top:top + 12, left:left + 6] = rng.integers(1, 256, size=(12, 6))
+    return images
 
 
 @pytest.fixture(params=DEVICES)

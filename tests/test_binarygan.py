@@ -30,7 +30,7 @@ from examples.binarygan.models import (AffineNorm, build_models, count_parameter
                                        sample_latent)
 from examples.binarygan.objectives import make_objective  # noqa: E402
 from examples.binarygan.train import train  # noqa: E402
-from tests.conftest import MNIST_DIR  # noqa: E402
+from tests.conftest import MNIST_DIR, synthetic_digits, write_idx  # noqa: E402
 
 needs_mnist = pytest.mark.skipif(
     not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
@@ -40,23 +40,6 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTH
 
 
 pytestmark = [pytest.mark.example, pytest.mark.usefixtures("one_thread")]
-
-
-def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
-    code = {np.dtype(np.uint8): 0x08, np.dtype(np.int32): 0x0C}[array.dtype]
-    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
-    raw = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
-    path.write_bytes(gzip.compress(raw) if compress else raw)
-    return path
-
-
-def synthetic_digits(count: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    images = np.zeros((count, 28, 28), np.uint8)
-    for image in images:  # a bright rectangle on black, 0 elsewhere
-        top, left = rng.integers(2, 12, size=2)
-        image[top:top + 12, left:left + 6] = rng.integers(1, 256, size=(12, 6))
-    return images
 
 
 @pytest.fixture

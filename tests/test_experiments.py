@@ -18,7 +18,7 @@ from examples.binarygan.__main__ import main  # noqa: E402
 from examples.binarygan.config import get_preset  # noqa: E402
 from examples.binarygan.report import EXPERIMENTS, claims, p_shape  # noqa: E402
 from examples.binarygan.train import train  # noqa: E402
-from tests.test_binarygan import synthetic_digits, write_idx  # noqa: E402
+from tests.conftest import synthetic_digits, write_idx  # noqa: E402
 
 
 pytestmark = [pytest.mark.example, pytest.mark.usefixtures("one_thread")]

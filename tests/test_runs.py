@@ -29,7 +29,7 @@ if str(REPO) not in sys.path:
 from examples.binarygan.__main__ import main  # noqa: E402
 from examples.binarygan.checkpoint import (CHECKPOINT, CONFIG, LOG, RunError,  # noqa: E402
                                            load_checkpoint)
-from tests.test_binarygan import synthetic_digits, write_idx  # noqa: E402
+from tests.conftest import synthetic_digits, write_idx  # noqa: E402
 
 pytestmark = [pytest.mark.example, pytest.mark.usefixtures("one_thread")]
 

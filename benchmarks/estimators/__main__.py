@@ -1,12 +1,12 @@
-"""Which estimator? Measure them: exact bias and variance, and a classifier's test accuracy.
+"""Which estimator? Measure them: exact bias and variance, a classifier, a discrete VAE.
 
-    python benchmarks/estimators [--parts exact classifier] [--budget MINUTES] [--out DIR]
-                                 [--data-dir MNIST_IDX_DIR] [--seed N]
+    python benchmarks/estimators [--parts exact classifier vae] [--budget MINUTES] [--out DIR]
+                                 [--data-dir MNIST_IDX_DIR] [--fashion-dir IDX_DIR] [--seed N]
 
 Writes ``results.json``, ``report.md`` and figures to ``--out`` (default
-``runs/estimators``). ``--budget`` (minutes, default 30) scales the number of samples and
-training steps; the default runs in under 30 minutes on 2 CPU cores. See ``exact.py`` and
-``classifier.py`` for what each part measures.
+``runs/estimators``). ``--budget`` (minutes, default 30) is shared among the parts and scales
+their samples and training steps; the default runs in under 30 minutes on 2 CPU cores. See
+``exact.py``, ``classifier.py`` and ``vae.py`` for what each part measures.
 """
 
 from __future__ import annotations
@@ -21,21 +21,31 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import classifier  # noqa: E402
 import exact  # noqa: E402
+import progress  # noqa: E402
 import report  # noqa: E402
+import vae  # noqa: E402
 
-PARTS = ("exact", "classifier")
+# Each part's weight in the budget: at the default 30 minutes the exact part gets 6 minutes
+# (800 batches of 50 samples per setting, about 5 minutes), the classifier 14.4 (its 30-epoch
+# cap takes about 11.5) and the VAE 9.6, so the whole run stays under 30 minutes.
+PARTS = {"exact": 5, "classifier": 12, "vae": 8}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
     parser.add_argument("--budget", type=float, default=30.0,
                         help="minutes for everything (default 30); scales samples and steps")
     parser.add_argument("--out", type=Path, default=Path("runs/estimators"))
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="MNIST IDX files for the classifier's test digits (default: "
-                        "../shared/data/mnist beside the checkout, if present)")
+                        "../shared/data/mnist beside the checkout, if present); the VAE also "
+                        "trains on MNIST when this directory holds the training set")
+    parser.add_argument("--fashion-dir", type=Path, default=None,
+                        help="Fashion-MNIST IDX files for the VAE (default: "
+                        "/usr/share/datasets/fashion-mnist, Debian's dataset-fashion-mnist)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-progress", action="store_true")
@@ -52,12 +62,11 @@ def main(argv=None) -> int:
         "command": " ".join(["python benchmarks/estimators", *(argv or sys.argv[1:])]),
         "budget_minutes": args.budget,
     }
-    share = args.budget / len(args.parts)
+    weights = sum(PARTS[part] for part in args.parts)
+    share = {part: args.budget * PARTS[part] / weights for part in args.parts}
     if "exact" in args.parts:
-        # 30 minutes in all gives the exact part 800 batches of 50 samples per setting (about
-        # 5 minutes on 2 cores).
-        batches = max(10, int(800 * share / 15))
-        bar = _progress(len(exact.SHAPES) * len(exact.ESTIMATORS), "exact", args.no_progress)
+        batches = max(10, int(800 * share["exact"] / 6))
+        bar = progress.bar(len(exact.SHAPES) * len(exact.ESTIMATORS), "exact", args.no_progress)
         results["exact"] = {
             "batches": batches, "copies": 50,
             "results": exact.run(batches, 50, progress=bar.update if bar else None),
@@ -65,9 +74,12 @@ def main(argv=None) -> int:
         if bar:
             bar.close()
     if "classifier" in args.parts:
-        import classifier
-
-        results["classifier"] = classifier.run(share, args.data_dir, args.seed, args.no_progress)
+        results["classifier"] = classifier.run(share["classifier"], args.data_dir, args.seed,
+                                               args.no_progress)
+    if "vae" in args.parts:
+        results["vae"] = vae.run(share["vae"], args.fashion_dir or vae.FASHION_DIR,
+                                 args.data_dir or classifier.DEFAULT_DATA, args.seed,
+                                 args.no_progress)
     results["seconds"] = round(time.perf_counter() - started, 1)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     text = report.write(results, args.out)
@@ -75,16 +87,6 @@ def main(argv=None) -> int:
     print(text)
     print(f"estimators: {results['seconds']:.0f} s; results in {args.out}")
     return 0
-
-
-def _progress(total: int, label: str, off: bool):
-    if off:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=label, mininterval=1.0)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import binary_neurons as bn
+import progress
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -111,14 +112,7 @@ def run(minutes: float, data_dir: Optional[Path], seed: int, no_progress: bool) 
     per_epoch = (time.perf_counter() - started) * 1.3  # REINFORCE's bookkeeping costs more
     runs = len(SETTINGS) * len(SEEDS)
     epochs = max(1, min(30, int(minutes * 60 / (per_epoch * runs))))
-    bar = None
-    if not no_progress:
-        try:
-            from tqdm import tqdm
-
-            bar = tqdm(total=runs, desc=f"classifier ({epochs} epochs per run)", mininterval=1.0)
-        except ImportError:
-            pass
+    bar = progress.bar(runs, f"classifier ({epochs} epochs per run)", no_progress)
     results = []
     for label in SETTINGS:
         for offset in SEEDS:

@@ -54,7 +54,45 @@ def write(results: dict, out: Path) -> str:
         lines.append("")
         _curves_figure(part["runs"], out / "classifier.png")
         lines += ["![test accuracy per epoch](classifier.png)", ""]
+    if "vae" in results:
+        lines += _vae_section(results["vae"], out)
     return "\n".join(lines)
+
+
+def _vae_section(part: dict, out: Path) -> list:
+    lines = [
+        f"## Discrete VAE ({part['latents']} Bernoulli latents)",
+        "",
+    ]
+    for name, why in part["skipped"].items():
+        lines += [f"{name}: not run: {why}.", ""]
+    if not part["runs"]:
+        return lines
+    some = part["runs"][0]
+    lines += [
+        f"{part['steps']:,} steps of Adam (lr {part['lr']:g}, batch {part['batch']}) per run, "
+        "dynamically binarized training images. Train: the one-sample ELBO on "
+        f"{part['train_eval_images']:,} training images at the end. Test: the "
+        f"{part['samples']}-sample importance-weighted bound on log p(x) of "
+        f"{some['test_images']:,} test images. Nats per image; higher is better.",
+        "",
+    ]
+    for dataset in dict.fromkeys(r["dataset"] for r in part["runs"]):
+        runs = [r for r in part["runs"] if r["dataset"] == dataset]
+        variants = list(dict.fromkeys(r["variant"] for r in runs))
+        header = " | ".join(f"{v}: train | {v}: test" for v in variants)
+        lines += [f"### {dataset}", "", f"| estimator | {header} |",
+                  "|---" * (1 + 2 * len(variants)) + "|"]
+        for label in dict.fromkeys(r["label"] for r in runs):
+            cells = []
+            for variant in variants:
+                run = next(r for r in runs if r["label"] == label and r["variant"] == variant)
+                cells += [f"{run['train_elbo']:.1f}", f"{run['test_bound']:.1f}"]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        figure = f"vae_{dataset.lower().replace('-', '_')}.png"
+        _vae_figure(runs, variants, out / figure)
+        lines += ["", f"![training ELBO during training, {dataset}]({figure})", ""]
+    return lines
 
 
 def _pyplot():
@@ -97,5 +135,26 @@ def _curves_figure(runs: list, path: Path) -> None:
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (sampled)")
     ax.legend(frameon=False, fontsize=7, loc="lower right")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _vae_figure(runs: list, variants: list, path: Path) -> None:
+    plt = _pyplot()
+    labels = list(dict.fromkeys(r["label"] for r in runs))
+    fig, axes = plt.subplots(1, len(variants), figsize=(4 * len(variants) + 1, 3.6),
+                             constrained_layout=True, squeeze=False)
+    values = [elbo for r in runs for _, elbo in r["curve"]]
+    low = sorted(values)[len(values) // 10]  # the worst tenth off the scale: show the ranking
+    for ax, variant in zip(axes[0], variants):
+        for index, label in enumerate(labels):
+            run = next(r for r in runs if r["label"] == label and r["variant"] == variant)
+            steps, elbos = zip(*run["curve"])
+            ax.plot(steps, elbos, color=f"C{index % 10}", label=label)
+        ax.set_title(f"{runs[0]['dataset']}, {variant}", fontsize=11)
+        ax.set_xlabel("step")
+        ax.set_ylim(low, max(values) + 0.05 * (max(values) - low))
+    axes[0][0].set_ylabel("training ELBO (nats)")
+    axes[0][-1].legend(frameon=False, fontsize=8, loc="lower right")
     fig.savefig(path, dpi=110)
     plt.close(fig)
