@@ -1,7 +1,8 @@
 # The project's entry points. Each target creates .venv/ and installs what it needs on first use.
 #   make demo   train BinaryGAN on the offline default data (the main job)
 #   make test   the test suite on the native and the pure-PyTorch backend (native must load)
-#   make docs   the Sphinx documentation (warnings are errors), with its doctests
+#   make docs   the Sphinx documentation (warnings are errors), its links, math and wording
+#               checked (docs/scripts/check_site.py), and its doctests
 #   make bench  the threshold-and-sample kernel benchmark
 #   make bench-estimators  which estimator: exact bias and variance, a classifier, a discrete
 #               VAE on Fashion-MNIST (<= 30 min)
@@ -59,6 +60,7 @@ fuzz: $(STAMP)
 docs: $(STAMP)
 	rm -rf docs/_build docs/generated
 	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
+	$(BIN)/python docs/scripts/check_site.py docs/_build/html
 	$(BIN)/python -m sphinx -W --keep-going -b doctest docs docs/_build/doctest
 
 bench: $(STAMP)
