@@ -45,13 +45,22 @@ class BackendInfo:
         log: the path of the compiler's log when a build was made or failed in this process,
             else None.
 
-    Examples:
+    Example:
+        Printed, it says the same in a few lines. On a machine whose CPU kernels compiled and
+        which has no GPU (the path varies):
+
         >>> import binary_neurons
         >>> info = binary_neurons.backend_info()
-        >>> sorted(info.devices)
-        ['cpu', 'cuda']
-        >>> str(info).startswith("binary_neurons backend: " + info.name)
-        True
+        >>> print(info)  # doctest: +SKIP
+        binary_neurons backend: native (cpu: native, cuda: python)
+          cpu: native kernels loaded from the cache (/home/you/.cache/binary_neurons/...)
+          cuda: pure PyTorch: no CUDA device is available
+        >>> info.devices  # doctest: +SKIP
+        {'cpu': 'native', 'cuda': 'python'}
+        >>> print(str(info).splitlines()[0].split(" (")[0])  # doctest: +ELLIPSIS
+        binary_neurons backend: ...
+        >>> sorted(info.devices), sorted(set(info.devices.values()) - {"native", "python"})
+        (['cpu', 'cuda'], [])
     """
 
     name: str
@@ -212,10 +221,18 @@ def backend_info() -> BackendInfo:
     """Return which implementation of the op runs on each device, and why.
 
     Example:
+        On a machine whose CPU kernels compiled and which has no GPU:
+
         >>> import binary_neurons
         >>> info = binary_neurons.backend_info()
-        >>> info.name in ("native", "python")
-        True
+        >>> info.name, info.devices  # doctest: +SKIP
+        ('native', {'cpu': 'native', 'cuda': 'python'})
+        >>> info.reasons["cuda"]  # doctest: +SKIP
+        'pure PyTorch: no CUDA device is available'
+
+        ``python -m binary_neurons info`` prints it (see :class:`BackendInfo`). Under
+        ``BINARY_NEURONS_BACKEND=python`` every device says ``'python'``, with the reason
+        ``'pure PyTorch: disabled by BINARY_NEURONS_BACKEND=python'``.
     """
     return BackendInfo(
         name="native" if LIBRARY is not None else "python",

@@ -140,8 +140,8 @@ class SigmoidAdjusted(Estimator):
     r"""Sigmoid-adjusted straight-through estimator (``"sigmoid"``, the default).
 
     Backpropagates through the sigmoid and treats only the threshold or sampler as the
-    identity. This is the estimator of BinaryGAN (Dong & Yang, 2018) for deterministic and
-    stochastic neurons alike:
+    identity. BinaryGAN (Dong & Yang, 2018, arXiv:1810.04714) uses it for deterministic and
+    stochastic neurons alike, with its slope annealed (:class:`SlopeAnnealed`):
 
     .. math::
         \frac{\partial L}{\partial a} = g \, s \, \sigma(s a) \bigl(1 - \sigma(s a)\bigr).
@@ -202,7 +202,8 @@ class ClippedStraightThrough(Estimator):
         >>> import torch
         >>> import binary_neurons as bn
         >>> a = torch.tensor([-2.0, -0.5, 0.5, 2.0], requires_grad=True)
-        >>> bn.deterministic_binary(a, estimator=bn.ClippedStraightThrough(1.0)).sum().backward()
+        >>> clipped = bn.ClippedStraightThrough(1.0)
+        >>> bn.deterministic_binary(a, estimator=clipped).sum().backward()
         >>> a.grad
         tensor([0., 1., 1., 0.])
     """
@@ -287,8 +288,9 @@ class Reinforce(Estimator):
 
     The forward pass is the stochastic neuron's sample. The gradient reaching the
     pre-activation is not built from :math:`g` but from the per-example loss :math:`L` and a
-    per-unit baseline :math:`b` (Williams, 1992; Bengio, Léonard & Courville, 2013,
-    arXiv:1308.3432):
+    per-unit baseline :math:`b` (Williams, 1992, "Simple statistical gradient-following
+    algorithms for connectionist reinforcement learning", Machine Learning 8; Bengio, Léonard &
+    Courville, 2013, arXiv:1308.3432):
 
     .. math::
         \frac{\partial L}{\partial a} \approx s \, (y - \sigma(s a)) \, (L - b),
@@ -312,8 +314,9 @@ class Reinforce(Estimator):
 
     Examples:
         >>> import binary_neurons as bn
-        >>> bn.StochasticBinary(estimator="reinforce")
-        StochasticBinary(estimator='reinforce', slope=1, baseline='variance', eval_mode='sample')
+        >>> layer = bn.StochasticBinary(estimator="reinforce")
+        >>> layer.estimator
+        Reinforce(baseline='variance', decay=0.95)
     """
 
     name = "reinforce"

@@ -2,7 +2,7 @@ r"""Functional forms of the binary neurons.
 
 Both functions map a real pre-activation :math:`a` of any shape to an output of the same shape
 and dtype with values in :math:`\{0, 1\}`, and backpropagate the chosen estimator's
-pseudo-gradient (see :mod:`binary_neurons.estimators`).
+pseudo-gradient (see :class:`~binary_neurons.Estimator`).
 """
 
 from __future__ import annotations

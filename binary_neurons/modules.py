@@ -121,7 +121,8 @@ class DeterministicBinary(BinaryNeuron):
         >>> import torch
         >>> from torch import nn
         >>> import binary_neurons as bn
-        >>> model = nn.Sequential(nn.Linear(4, 3), bn.DeterministicBinary(estimator="annealed"))
+        >>> model = nn.Sequential(nn.Linear(4, 3),
+        ...                       bn.DeterministicBinary(estimator="annealed"))
         >>> model[1]
         DeterministicBinary(estimator='annealed', slope=1)
         >>> y = model(torch.randn(2, 4))

@@ -161,7 +161,8 @@ def reinforce_loss(
         >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
         <torch._C.Generator object at ...>
         >>> model = nn.Sequential(
-        ...     nn.Linear(784, 100), bn.StochasticBinary(estimator="reinforce"), nn.Linear(100, 10)
+        ...     nn.Linear(784, 100), bn.StochasticBinary(estimator="reinforce"),
+        ...     nn.Linear(100, 10)
         ... )
         >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         >>> images, labels = torch.rand(32, 784), torch.randint(0, 10, (32,))

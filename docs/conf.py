@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 from pathlib import Path
@@ -28,6 +27,8 @@ extensions = [
     "sphinx.ext.viewcode",
     "sphinx_copybutton",
     "myst_parser",
+    # A copy of MathJax 3 in the built site, so that math renders with no network.
+    "sphinx-mathjax-offline",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
@@ -70,13 +71,13 @@ intersphinx_mapping = {
 intersphinx_timeout = 5
 
 myst_heading_anchors = 3
+# $...$ and $$...$$ math in the Markdown pages (the BinaryGAN example's README among them).
+myst_enable_extensions = ["dollarmath"]
 
 html_theme = "furo"
 html_title = f"binary-neurons {release}"
 html_static_path = ["_static"]
-# MathJax loads from a CDN by default; a local copy can be named for offline viewing.
-if os.environ.get("BINARY_NEURONS_MATHJAX_PATH"):
-    mathjax_path = os.environ["BINARY_NEURONS_MATHJAX_PATH"]
+html_css_files = ["custom.css"]
 
 copybutton_prompt_text = r">>> |\.\.\. |\$ "
 copybutton_prompt_is_regexp = True
