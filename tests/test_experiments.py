@@ -137,7 +137,7 @@ def test_experiments_smoke(tiny_dir, tmp_path, cache, capsys):
     args = ["experiments", "--budget", "smoke", "--data-dir", str(tiny_dir), "--out", str(out),
             "--jobs", "1", "--cache-dir", cache]
     assert main(args) == 0
-    for name in ("results.md", "results.json", "samples.png", "histograms.png"):
+    for name in ("results.md", "results.json", "results.csv", "samples.png", "histograms.png"):
         assert (out / name).is_file(), name
     report = json.loads((out / "results.json").read_text())
     presets = {p for _, runs in EXPERIMENTS.values() for p in runs}
@@ -147,7 +147,13 @@ def test_experiments_smoke(tiny_dir, tmp_path, cache, capsys):
     markdown = (out / "results.md").read_text()
     for claim in range(1, 5):
         assert f"**Claim {claim}:" in markdown
-    assert "| mlp-bgan | 2 |" in markdown and "smoke budget" in markdown
+    assert "| `mlp-bgan` | 2 |" in markdown and "smoke budget" in markdown
+    # Two tables of at most 7 columns; the CSV has all 13, a row per run and the real digits.
+    assert "### Sample quality" in markdown and "### Pixels and the preactivated" in markdown
+    assert max(line.count("|") for line in markdown.splitlines()) == 8
+    csv = (out / "results.csv").read_text().splitlines()
+    assert csv[0].split(",")[:4] == ["run", "G steps", "train s", "FD"]
+    assert len(csv) == 1 + len(presets) + 1 and all(len(r.split(",")) == 13 for r in csv)
     assert "evaluated on 64 samples" in markdown and report["num_samples"] == 64
     assert report["errors"] == {} and report["bgan"] is not None
     for preset in presets:

