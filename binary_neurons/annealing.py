@@ -21,9 +21,10 @@ class SlopeAnnealer:
     training. After :math:`k` steps a layer that started at slope :math:`s_0` has slope
     :math:`\min(s_0 f^k, s_{\max})`, where :math:`f` is ``factor`` and :math:`s_{\max}` is
     ``max_slope``. BinaryGAN uses ``factor=1.1`` from :math:`s_0 = 1`, so epoch :math:`e`
-    (counting from 0) trains at :math:`1.1^e`. Stepping after the last epoch leaves the model one step past the slope it
-    last trained at; if the final model should keep that slope (a stochastic neuron samples
-    with it), step at the start of every epoch but the first instead.
+    (counting from 0) trains at :math:`1.1^e`. Stepping after the last epoch leaves the model
+    one step past the slope it last trained at; if the final model should keep that slope (a
+    stochastic neuron samples with it), step at the start of every epoch but the first
+    instead.
 
     With ``temperature_factor``, each step also multiplies the temperature of every
     ``"gumbel"`` layer by it (a factor below 1 cools it), never taking it below

@@ -167,22 +167,30 @@ def run(batches: int, copies: int, shapes=SHAPES, estimators=ESTIMATORS, progres
     return results
 
 
-def table(results: list) -> str:
-    """Markdown: per estimator and network, cosine / relative bias / relative variance."""
+METRICS = {  # what the report tables, and how each value is printed
+    "cosine": ("cosine of the mean estimate to the exact gradient (1: the right direction)",
+               "{:.3f}"),
+    "rel_bias": ("relative bias |mean - exact| / |exact| (0: unbiased)", "{:.2f}"),
+    "rel_variance": ("relative variance of a single sample, summed over weights, / |exact|^2",
+                     "{:.3g}"),
+}
+
+
+def table(results: list, metric: str) -> str:
+    """Markdown: ``metric`` (a key of :data:`METRICS`) per estimator (rows) and network
+    (columns, by their units: ``4`` is one layer of 4, ``4+4`` two)."""
     shapes = sorted({tuple(r["shape"]) for r in results}, key=lambda s: (s[1] > 0, sum(s)))
     labels = list(dict.fromkeys(r["estimator"] for r in results))
     found = {(r["estimator"], tuple(r["shape"])): r for r in results}
-    header = "| estimator | " + " | ".join(_shape_name(s) for s in shapes) + " |"
-    lines = [header, "|---|" + "---|" * len(shapes)]
+    form = METRICS[metric][1]
+    lines = ["| estimator | " + " | ".join(_shape_name(s) for s in shapes) + " |",
+             "|---|" + "---|" * len(shapes)]
     for label in labels:
-        cells = []
-        for shape in shapes:
-            r = found.get((label, shape))
-            cells.append("" if r is None else
-                         f"{r['cosine']:.3f} / {r['rel_bias']:.2f} / {r['rel_variance']:.3g}")
+        cells = ["" if (label, shape) not in found else form.format(found[label, shape][metric])
+                 for shape in shapes]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def _shape_name(shape) -> str:
-    return f"{shape[0]} units" if not shape[1] else f"{shape[0]}+{shape[1]} units"
+    return f"{shape[0]}" if not shape[1] else f"{shape[0]}+{shape[1]}"
