@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -151,9 +152,11 @@ def test_experiments_smoke(tiny_dir, tmp_path, cache, capsys):
     # Two tables of at most 7 columns; the CSV has all 13, a row per run and the real digits.
     assert "### Sample quality" in markdown and "### Pixels and the preactivated" in markdown
     assert max(line.count("|") for line in markdown.splitlines()) == 8
-    csv = (out / "results.csv").read_text().splitlines()
-    assert csv[0].split(",")[:4] == ["run", "G steps", "train s", "FD"]
-    assert len(csv) == 1 + len(presets) + 1 and all(len(r.split(",")) == 13 for r in csv)
+    table = list(csv.reader((out / "results.csv").open()))
+    assert table[0][:4] == ["run", "G steps", "train s", "FD"]
+    assert table[0][-1] == "p in [0.1, 0.9)"
+    assert len(table) == 1 + len(presets) + 1 and all(len(row) == 13 for row in table)
+    assert {row[0] for row in table[1:]} == presets | {"real (held out)"}
     assert "evaluated on 64 samples" in markdown and report["num_samples"] == 64
     assert report["errors"] == {} and report["bgan"] is not None
     for preset in presets:

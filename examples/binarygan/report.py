@@ -3,6 +3,8 @@ and the figures (``results.md``, ``results.json``, ``samples.png``, ``histograms
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 from typing import Any, Optional
 
@@ -295,14 +297,16 @@ def _real_row(real: dict) -> dict[str, Any]:
 
 
 def csv_text(report: dict) -> str:
-    """Every column of every run (and the real digits), one row each."""
+    """Every column of every run (and the real digits), one row each; ``first;last`` pairs."""
     rows = report["rows"] + ([_real_row(report["real"])] if report["real"] else [])
     names = [name for name, _ in COLUMNS]
-    lines = [",".join(names)]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(names)
     for row in rows:
-        lines.append(",".join("" if row.get(name) is None else _cell(row[name]).replace(" / ", ";")
-                              for name in names))
-    return "\n".join(lines) + "\n"
+        writer.writerow("" if row.get(name) is None else _cell(row[name]).replace(" / ", ";")
+                        for name in names)
+    return buffer.getvalue()
 
 
 def markdown(report: dict) -> str:
