@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+import binary_neurons
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import classifier  # noqa: E402
 import exact  # noqa: E402
@@ -58,7 +60,7 @@ def main(argv=None) -> int:
     results = {
         "machine": {"processor": platform.processor() or platform.machine(),
                     "threads": args.threads, "torch": torch.__version__,
-                    "backend": str(__import__("binary_neurons").backend_info().devices)},
+                    "backend": str(binary_neurons.backend_info().devices)},
         "command": " ".join(["python benchmarks/estimators", *(argv or sys.argv[1:])]),
         "budget_minutes": args.budget,
     }

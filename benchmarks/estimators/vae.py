@@ -150,11 +150,6 @@ def importance_bound(model: BinaryVAE, images: Tensor, samples: int, seed: int,
     return total / len(images)
 
 
-def binarize(intensities: Tensor, generator: torch.Generator) -> Tensor:
-    """Pixels drawn from Bernoulli(intensity); ``intensities`` in [0, 1]."""
-    return torch.bernoulli(intensities, generator=generator)
-
-
 def load(data_dir: Path) -> tuple[Tensor, Tensor]:
     """(train, test) intensities in [0, 1], flattened to 784; DataError if either split is
     missing."""
@@ -181,22 +176,32 @@ def datasets(fashion_dir: Path, mnist_dir: Optional[Path]) -> tuple[dict, dict]:
     return present, skipped
 
 
-def train_one(dataset: str, data: tuple[Tensor, Tensor], variant: str, label: str, steps: int,
-              seed: int, test_images: int) -> dict:
+def evaluation_sets(data: tuple[Tensor, Tensor], seed: int,
+                    test_images: int) -> tuple[Tensor, Tensor]:
+    """The images every run of a data set is measured on, binarized once: the first
+    :data:`TRAIN_EVAL` training images and the first ``test_images`` test images."""
     train, test = data
+    fixed = torch.Generator().manual_seed(seed + 1)
+    return (torch.bernoulli(train[:TRAIN_EVAL], generator=fixed),
+            torch.bernoulli(test[:test_images], generator=fixed))
+
+
+def train_one(dataset: str, data: tuple[Tensor, Tensor], evaluation: tuple[Tensor, Tensor],
+              variant: str, label: str, steps: int, seed: int) -> dict:
+    """Train one VAE on ``data`` (training intensities, test intensities) and measure it on
+    ``evaluation`` (from :func:`evaluation_sets`)."""
+    train, _ = data
+    train_eval, test_eval = evaluation
     torch.manual_seed(seed)  # the same initial weights for every estimator
     model = BinaryVAE(variant, SETTINGS[label], train.mean(0))
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     reinforce = isinstance(SETTINGS[label], bn.Reinforce)
-    fixed = torch.Generator().manual_seed(seed + 1)
-    train_eval = binarize(train[:TRAIN_EVAL], fixed)
-    test_eval = binarize(test[:test_images], fixed)
     batches = torch.Generator().manual_seed(seed + 2)
     curve, marks = [], {round(steps * (i + 1) / CHECKPOINTS) for i in range(CHECKPOINTS)}
     started = time.perf_counter()
     for step in range(1, steps + 1):
         index = torch.randint(len(train), (BATCH,), generator=batches)
-        reconstruction, kl = model(binarize(train[index], batches))
+        reconstruction, kl = model(torch.bernoulli(train[index], generator=batches))
         loss = (reconstruction + kl).mean()
         if reinforce:
             loss = loss + bn.reinforce_loss(model, reconstruction)
@@ -229,10 +234,11 @@ def run(minutes: float, fashion_dir: Path, mnist_dir: Optional[Path], seed: int,
     test_images = min(10_000, max(100, int(10_000 * minutes / 8)))
     # A function of the budget and the data present alone, so that a run repeats exactly.
     result["steps"] = steps = max(50, int(round(minutes * 60 * STEP_RATE / len(jobs), -1)))
+    evaluation = {name: evaluation_sets(data, seed, test_images) for name, data in present.items()}
     bar = progress.bar(len(jobs), f"vae ({steps} steps per run)", no_progress)
     for name, variant, label in jobs:
         result["runs"].append(
-            train_one(name, present[name], variant, label, steps, seed, test_images))
+            train_one(name, present[name], evaluation[name], variant, label, steps, seed))
         if bar is not None:
             bar.update(1)
     if bar is not None:

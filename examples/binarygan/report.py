@@ -289,21 +289,24 @@ def _wall_time(report: dict) -> str:
             "time.")
 
 
-def _real_row(real: dict) -> dict[str, Any]:
-    """The held-out real digits' own values, as a row of the table."""
-    return {"run": "real (held out)", "FD": 0.0, "class entropy": real["class_entropy"],
-            "KL to real": 0.0, "confidence": real["mean_confidence"],
-            "ink": real["ink_density"]["mean"], "isolated px": real["isolated_pixel_rate"]}
+def _table_rows(report: dict) -> list[dict[str, Any]]:
+    """Every run's row, then the held-out real digits' own values (when known)."""
+    real = report["real"]
+    if not real:
+        return list(report["rows"])
+    return report["rows"] + [{
+        "run": "real (held out)", "FD": 0.0, "class entropy": real["class_entropy"],
+        "KL to real": 0.0, "confidence": real["mean_confidence"],
+        "ink": real["ink_density"]["mean"], "isolated px": real["isolated_pixel_rate"]}]
 
 
 def csv_text(report: dict) -> str:
     """Every column of every run (and the real digits), one row each; ``first;last`` pairs."""
-    rows = report["rows"] + ([_real_row(report["real"])] if report["real"] else [])
     names = [name for name, _ in COLUMNS]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(names)
-    for row in rows:
+    for row in _table_rows(report):
         writer.writerow("" if row.get(name) is None else _cell(row[name]).replace(" / ", ";")
                         for name in names)
     return buffer.getvalue()
@@ -324,9 +327,10 @@ def markdown(report: dict) -> str:
     ]
     for title, names in TABLES:
         lines += [f"### {title}", "", "| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
-        for row in report["rows"] + ([_real_row(report["real"])] if report["real"] else []):
+        presets = {row["run"] for row in report["rows"]}
+        for row in _table_rows(report):
             cells = [_cell(row.get(name)) for name in names]
-            if row["run"] != "real (held out)":
+            if row["run"] in presets:
                 cells[0] = f"`{cells[0]}`"  # a preset name, kept on one line in the docs
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
