@@ -7,8 +7,11 @@
 #   make bench-estimators  which estimator: exact bias and variance, a classifier, a discrete
 #               VAE on Fashion-MNIST (<= 30 min)
 #   make fuzz   the differential fuzz of the native kernels at full size (10,000 cases)
-#   make gpu-check            on a GPU machine: the whole CUDA path in one command (see below)
-#   make gpu-check-rehearsal  the same here, every stage that needs no GPU (CI runs it)
+#   make gpu-check            on a GPU machine: build, the CUDA tests of both backends,
+#                             compute-sanitizer (<= 6 min; see below)
+#   make gpu-bench            on a GPU machine: the CUDA benchmarks, a BinaryGAN timing (<= 6 min)
+#   make gpu-check-rehearsal, make gpu-bench-rehearsal
+#                             the same here, every stage that needs no GPU (CI runs both)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -20,8 +23,7 @@ DEMO_OUT ?= runs/demo
 DEMO_FLAGS ?=  # e.g. --overwrite to replace an earlier demo run, --resume to continue one
 
 .PHONY: install demo test test-native test-python fuzz docs bench bench-estimators gpu-check \
-	gpu-check-data \
-	gpu-check-rehearsal clean
+	gpu-bench gpu-check-data gpu-check-rehearsal gpu-bench-rehearsal clean
 
 install: $(STAMP)
 
@@ -70,15 +72,19 @@ bench-estimators: $(STAMP)
 	$(BIN)/python benchmarks/estimators --out runs/estimators
 
 # The GPU machine has its own torch and no package registry, and receives only the checkout:
-# run `make gpu-check-data` here first and carry .gpu-check/data along. The check imports the
-# checkout as it is (no install), builds the kernels for the present GPU, runs the CUDA tests on
-# both backends, compute-sanitizer, the GPU benchmark and a BinaryGAN timing, and writes logs,
-# figures.json and summary.md to $(GPU_CHECK_OUT). It must end within 8 minutes on an H100.
+# run `make gpu-check-data` here first and carry .gpu-check/data along. Both commands import the
+# checkout as it is (no install), build the kernels for the present GPU into .gpu-check, and
+# write figures.json, summary.md and logs.txt to $(GPU_CHECK_OUT) (gpu-bench: $(GPU_BENCH_OUT)).
+# Each ends within 6 minutes on an H100/H200, so that a 15-minute loan holds both, or one twice.
 GPU_PYTHON ?= python3
 GPU_CHECK_OUT ?= $(if $(OUT),$(OUT),gpu-check-out)
+GPU_BENCH_OUT ?= $(if $(OUT),$(OUT),gpu-bench-out)
 
 gpu-check:
 	$(GPU_PYTHON) tools/gpu_check.py --out $(GPU_CHECK_OUT)
+
+gpu-bench:
+	$(GPU_PYTHON) tools/gpu_bench.py --out $(GPU_BENCH_OUT)
 
 gpu-check-data:
 	mkdir -p .gpu-check/data
@@ -87,6 +93,9 @@ gpu-check-data:
 gpu-check-rehearsal: $(STAMP)
 	$(BIN)/python tools/gpu_check.py --rehearsal --out runs/gpu-check-rehearsal
 
+gpu-bench-rehearsal: $(STAMP)
+	$(BIN)/python tools/gpu_bench.py --rehearsal --out runs/gpu-bench-rehearsal
+
 clean:
 	rm -rf $(VENV) build dist docs/_build docs/generated binary_neurons/_kernels *.egg-info \
-		.gpu-check gpu-check-out
+		.gpu-check gpu-check-out gpu-bench-out

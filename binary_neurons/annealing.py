@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ._validation import positive_finite
 from .modules import BinaryNeuron
@@ -33,6 +33,12 @@ class SlopeAnnealer:
     The slopes and temperatures live in the layers' ``slope`` and ``tau`` buffers, so they are
     saved and restored with the model's ``state_dict``; :meth:`state_dict` holds the annealer's
     own settings and step count. Restoring both resumes the schedule exactly.
+
+    :meth:`step` writes the buffers in place (a captured CUDA graph sees the new values) and,
+    after its first call, without reading them from the device: it remembers what it wrote,
+    and reads a buffer again only when something else changed it (``load_state_dict``,
+    ``set_slope``, a move to another device or dtype). So stepping between the replays of a
+    CUDA graph does not synchronize.
 
     Args:
         model: a module containing at least one :class:`~binary_neurons.DeterministicBinary` or
@@ -98,6 +104,27 @@ class SlopeAnnealer:
                 "slope rises), and no estimator='gumbel' layer with temperature_factor set"
             )
         self.num_steps = 0
+        # What step() last wrote to each buffer, on the host: (buffer, its version after the
+        # write, the value as a CPU tensor of the buffer's dtype). Reading a buffer on a GPU
+        # would synchronize, so step() reads one only when something else changed it.
+        self._written: dict[tuple[int, str], tuple[Tensor, int, Tensor]] = {}
+
+    def _value(self, layer: BinaryNeuron, name: str) -> Tensor:
+        """A layer's ``slope`` or ``tau``, as a CPU tensor of the buffer's dtype: from what
+        step() wrote, unless the buffer has been replaced (``.to()``) or written since
+        (``load_state_dict``, ``set_slope``), in which case it is read from the device once."""
+        buffer = getattr(layer, name)
+        written = self._written.get((id(layer), name))
+        if written is not None and written[0] is buffer and written[1] == buffer._version:
+            return written[2]
+        return buffer.detach().cpu()
+
+    def _write(self, layer: BinaryNeuron, name: str, value: Tensor) -> None:
+        """Set a buffer in place (a captured CUDA graph reads it there) from a CPU value,
+        without waiting for the device: a fill from a number is an ordinary kernel launch."""
+        buffer = getattr(layer, name)
+        buffer.fill_(value.item())
+        self._written[(id(layer), name)] = (buffer, buffer._version, value)
 
     @torch.no_grad()
     def step(self) -> None:
@@ -112,22 +139,22 @@ class SlopeAnnealer:
         """
         new = []
         for layer in self.layers:
-            slope = layer.slope * self.factor  # in the buffer's dtype, as it always was
+            slope = self._value(layer, "slope") * self.factor  # in the buffer's dtype
             if self.max_slope is not None:
                 slope = slope.clamp(max=self.max_slope)
             self._check_range("slope", float(slope), "set max_slope, or a factor closer to 1")
             new.append(slope)
-        new_taus: list[float] = []
+        new_taus = []
         for layer in self.gumbel_layers if self.temperature_factor is not None else ():
-            tau = float(layer.tau)
+            tau = self._value(layer, "tau")
             # Never below the floor, and never raised by it (a tau set below it stays).
-            value = max(tau * self.temperature_factor, min(tau, self.min_temperature))
+            value = max(float(tau) * self.temperature_factor, min(float(tau), self.min_temperature))
             self._check_range("temperature", value, "set a temperature_factor closer to 1")
-            new_taus.append(value)
+            new_taus.append(torch.tensor(value, dtype=tau.dtype))
         for layer, slope in zip(self.layers, new):
-            layer.slope.copy_(slope)
-        for layer, value in zip(self.gumbel_layers, new_taus):
-            layer.tau.fill_(value)
+            self._write(layer, "slope", slope)
+        for layer, tau in zip(self.gumbel_layers, new_taus):
+            self._write(layer, "tau", tau)
         self.num_steps += 1
 
     def _check_range(self, what: str, value: float, hint: str) -> None:
@@ -144,12 +171,12 @@ class SlopeAnnealer:
     @property
     def slopes(self) -> list[float]:
         """The current slope of each annealed layer, in model order."""
-        return [float(layer.slope) for layer in self.layers]
+        return [float(self._value(layer, "slope")) for layer in self.layers]
 
     @property
     def temperatures(self) -> list[float]:
         """The current temperature of each Gumbel layer, in model order."""
-        return [float(layer.tau) for layer in self.gumbel_layers]
+        return [float(self._value(layer, "tau")) for layer in self.gumbel_layers]
 
     def state_dict(self) -> dict[str, Any]:
         """The annealer's settings and step count (slopes and temperatures are in the model's

@@ -20,6 +20,15 @@ MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mn
 # Every CUDA test carries the `cuda` mark (`pytest -m cuda` runs them all on a GPU machine) and
 # is skipped, saying so, where there is no GPU.
 CUDA = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+
+def cuda_test(test):
+    """Marks one test as a CUDA test (a module marks all of its tests with ``pytestmark = CUDA``)."""
+    for mark in CUDA:
+        test = mark(test)
+    return test
+
+
 DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
 FLOAT_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 

@@ -6,7 +6,9 @@ import io
 
 import pytest
 import torch
+import torch.utils._pytree as pytree
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import binary_neurons as bn
 
@@ -103,3 +105,51 @@ def test_repr():
     assert repr(bn.SlopeAnnealer(_model())) == (
         "SlopeAnnealer(factor=1.1, max_slope=None, layers=2, num_steps=0)"
     )
+
+
+class _BufferTouches(TorchDispatchMode):
+    """Records every operation that reads or writes the storage of the given tensors."""
+
+    def __init__(self, tensors):
+        super().__init__()
+        self.storages = {t.untyped_storage().data_ptr() for t in tensors}
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        for value in pytree.tree_leaves((args, kwargs)):
+            if isinstance(value, torch.Tensor) and value.device.type != "meta" and (
+                    value.untyped_storage().data_ptr() in self.storages):
+                self.seen.append(func.__name__)
+                break
+        return func(*args, **(kwargs or {}))
+
+
+def test_steps_write_the_buffers_in_place_and_read_them_only_when_changed_elsewhere():
+    """On a GPU, reading a slope would wait for the device; a CUDA graph reads the buffer where
+    it is, so the annealer must write it in place. After its first step the annealer knows
+    what it wrote: later steps only fill, until something else writes the buffer."""
+    model = _model()
+    model.append(bn.StochasticBinary(estimator="gumbel"))
+    annealer = bn.SlopeAnnealer(model, temperature_factor=0.5)
+    buffers = [model[1].slope, model[3].slope, model[5].tau]
+    annealer.step()
+    with _BufferTouches(buffers) as touches:
+        for _ in range(3):
+            annealer.step()
+    assert touches.seen == ["fill_.Scalar"] * 9
+    assert [model[1].slope, model[3].slope, model[5].tau] == buffers  # the same tensors
+    assert annealer.slopes == pytest.approx([1.1**4, 2 * 1.1**4])
+    # A slope written by someone else is read again, once: nothing is lost.
+    model[1].set_slope(10.0)
+    model.load_state_dict({**model.state_dict(), "3.slope": torch.tensor(20.0)})
+    with _BufferTouches(buffers) as touches:
+        annealer.step()
+        annealer.step()
+    assert touches.seen.count("fill_.Scalar") == 6 and len(touches.seen) > 6
+    assert touches.seen[-3:] == ["fill_.Scalar"] * 3
+    assert annealer.slopes == pytest.approx([10 * 1.1**2, 20 * 1.1**2])
+    # A model moved after the annealer was made (new buffers) is read at the next step.
+    model.double()
+    annealer.step()
+    assert model[1].slope.dtype == torch.float64
+    assert annealer.slopes == pytest.approx([10 * 1.1**3, 20 * 1.1**3])

@@ -1,8 +1,9 @@
-"""CUDA: the same bits as the CPU kernels, graphs, streams, generators, no host synchronization.
+"""CUDA: the same bits as the CPU kernels, streams, generators, no host synchronization.
 
 Every test here needs a GPU and is skipped without one. The device-parametrized tests of the
 other files (closed-form gradients, layouts, empty inputs, ``torch.compile`` against eager) run
-on CUDA too; ``pytest -m cuda`` selects all of them.
+on CUDA too; ``pytest -m cuda`` selects all of them. CUDA graphs are in test_cuda_graphs.py, a
+model trained on the GPU against the CPU in test_cuda_model.py.
 """
 
 from __future__ import annotations
@@ -170,61 +171,6 @@ def test_runs_on_the_current_stream():
     side.synchronize()
     assert torch.equal(y, expected)
     assert torch.equal(grad, threshold_sample_backward(a, a, slope, "sigmoid", 0.0))
-
-
-@needs_native
-def test_cuda_graph_replays_draw_fresh_samples():
-    model = _model("sigmoid")
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the same p every replay
-    static_x = torch.randn(512, 64, device="cuda")
-    outputs = {}
-    model[1].register_forward_hook(lambda module, args, output: outputs.update(codes=output))
-
-    def step():
-        optimizer.zero_grad(set_to_none=False)
-        loss = model(static_x).square().mean()
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):  # warm-up, as CUDA graph capture requires
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):  # capture fails on a host sync or a launch off its stream
-        static_loss = step()
-
-    replays = []
-    for _ in range(128):
-        graph.replay()
-        replays.append(outputs["codes"].clone())
-    torch.cuda.synchronize()
-    codes = torch.stack(replays)
-    assert set(codes.unique().tolist()) <= {0.0, 1.0}
-    assert len({tuple(replay.flatten()[:4096].tolist()) for replay in replays[:8]}) == 8
-    assert torch.isfinite(static_loss).item()
-    assert all(torch.isfinite(param.grad).all() for param in model.parameters())
-    # Every replay is a fresh Bernoulli(p) draw; p is the same each time (lr 0).
-    p = torch.sigmoid(model[0](static_x)).detach()
-    assert abs(codes.mean().item() - p.mean().item()) < 0.01
-    assert torch.corrcoef(torch.stack([codes.mean(0).flatten(), p.flatten()]))[0, 1] > 0.8
-
-
-@needs_native
-def test_compile_reduce_overhead_trains_with_fresh_samples():
-    torch._dynamo.reset()
-    model = _model("annealed")
-    compiled = torch.compile(model, mode="reduce-overhead", fullgraph=True)
-    x = torch.zeros(256, 64, device="cuda")
-    for _ in range(4):
-        compiled(x).sum().backward()
-    assert all(torch.isfinite(param.grad).all() for param in model.parameters())
-    # The hidden codes are fresh samples on every call, so the outputs differ.
-    outputs = [compiled(x).detach().clone() for _ in range(3)]
-    assert not torch.equal(outputs[0], outputs[1]) and not torch.equal(outputs[1], outputs[2])
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)

@@ -75,6 +75,7 @@ def test_flips_on_the_probe_batch():
     )
 
 
+@pytest.mark.compile
 def test_off_means_no_hooks_and_no_graph_break():
     model = _model()
     diagnostics = bn.Diagnostics(model)

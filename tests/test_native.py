@@ -456,6 +456,7 @@ def test_opcheck(with_seed):
     )
 
 
+@pytest.mark.compile
 def test_torch_compile_matches_eager():
     import torch._inductor.config as inductor_config
 

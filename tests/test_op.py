@@ -119,6 +119,7 @@ def _step(model, x):
     return y.detach(), [p.grad.clone() for p in model.parameters()]
 
 
+@pytest.mark.compile
 @pytest.mark.parametrize(
     "neuron",
     [
@@ -155,6 +156,7 @@ def test_compile_fullgraph_equals_eager(neuron, device):
             torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.compile
 @pytest.mark.parametrize(
     "estimator, settings, expected",
     [("annealed", {}, ("slopes", [1.331])),

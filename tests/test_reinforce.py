@@ -237,6 +237,7 @@ def test_a_bad_batch_changes_nothing():
     assert y.shape == (12,)
 
 
+@pytest.mark.compile
 def test_compile_fullgraph_equals_eager():
     """With the layer compiled (fullgraph), gradients equal eager's step for step; the seed is
     drawn by the same generator (``fallback_random``)."""

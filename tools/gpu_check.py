@@ -1,194 +1,114 @@
-"""The whole CUDA path checked in one command on a GPU machine, and rehearsed on a CPU.
+"""The CUDA path checked on a GPU machine within a short window, and rehearsed on a CPU.
 
-Stages, each in a child process whose output goes to ``.gpu-check/logs/<stage>.log``, with a
-timestamped line as each starts and ends:
+Stages, in this order, under one budget (6 minutes by default; see ``tools/gpu_stages.py``):
 
 1. ``build``: compile the native kernels for this torch and the present GPU (into
    ``.gpu-check/kernel-cache``) and check that CUDA tensors run them;
-2. ``tests-native``, ``tests-python``: the CUDA tests (``pytest -m cuda``) on both backends;
-3. ``sanitizer``: compute-sanitizer's memcheck over ``tools/kernel_driver.py``, then racecheck
-   and initcheck on its quick version while time allows;
-4. ``benchmark``: ``benchmarks/bench_cuda.py``; ``benchmark-backward``: each estimator's
-   backward (``benchmarks/bench_backward.py``);
-5. ``binarygan``: the main preset (``mlp-wgangp-sbn``) for 1,000 generator steps on the real
-   MNIST test digits, projected to the paper's 21,860 steps.
+2. the CUDA tests (``pytest -m cuda``) of both backends, in three phases so that the fastest
+   and most fundamental run first and a slow phase cannot starve them:
+   ``core`` (bit-identity with the CPU, gradients, errors, streams, generators),
+   ``compile`` (``torch.compile``), ``graphs`` (CUDA graphs and ``mode="reduce-overhead"``),
+   each as ``tests-<phase>-native`` then ``tests-<phase>-python``;
+3. ``sanitizer-memcheck``: compute-sanitizer's memcheck over ``tools/kernel_driver.py --quick``.
 
-``OUT`` receives four files (the GPU machine returns only a few): ``summary.md``, ``figures.json``
-with every figure, ``logs.txt`` with every stage's output, and BinaryGAN's ``samples.png``.
-The GPU machine gets only
-the repository and has no package registry, so the checkout is imported as it is (no install)
-and the digits come from ``.gpu-check/data/mnist`` (``make gpu-check-data`` copies them there).
+``summary.md`` has the stage table, the test counts per stage, every failing test's error in
+full (its type and message, then the last frames of its traceback) and the 20 slowest tests,
+so that the next window knows what broke and what to cut. ``figures.json`` holds the same as
+data, ``logs.txt`` every stage's output. The benchmarks and the BinaryGAN timing are
+``make gpu-bench`` (``tools/gpu_bench.py``).
 
-With ``--rehearsal`` (the default without a GPU) every stage does what needs no GPU: the CPU
-build, the CUDA tests' collection (they skip), the kernel driver on the CPU without the
-sanitizer, the benchmark on the CPU at one small size and a few training steps on the CPU.
+The GPU machine has its own torch and no package registry, so the checkout is imported as it
+is (no install). With ``--rehearsal`` (the default without a GPU) every stage does what needs no
+GPU: the CPU build, the CUDA tests' collection (they skip, saying why) and the kernel driver on
+the CPU without the sanitizer.
 
 Usage::
 
     make gpu-check                       # on the GPU machine; OUT=dir sets the output directory
     make gpu-check-rehearsal             # here (CI runs it)
-    python tools/gpu_check.py [--rehearsal] [--out DIR] [--data-dir DIR] [--steps N]
+    python tools/gpu_check.py [--rehearsal] [--out DIR] [--budget SECONDS]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 from xml.etree import ElementTree
 
-import torch
+from gpu_stages import Check, build, rehearsal_default
 
-ROOT = Path(__file__).resolve().parents[1]
-WORK = ROOT / ".gpu-check"
-# The imports below load the package: its kernels go to the check's cache, built once for all
-# stages (the user's cache is left alone).
-os.environ.setdefault("BINARY_NEURONS_CACHE_DIR", str(WORK / "kernel-cache"))
-sys.path.insert(0, str(ROOT))
-from examples.binarygan.config import PRESETS  # noqa: E402
-from examples.binarygan.objectives import make_objective  # noqa: E402
-
-PRESET = "mlp-wgangp-sbn"
-PAPER_G_STEPS = 21_860
-DATA_DIRS = (WORK / "data" / "mnist", ROOT.parent / "shared" / "data" / "mnist")
-
-# Imports the package (compiling its kernels if needed) and prints what runs where, and the
-# record of the build that was loaded.
-_BUILD_PROBE = """
-import dataclasses, json, pathlib, binary_neurons
-info = binary_neurons.backend_info()
-record = pathlib.Path(info.library).with_name("build.json") if info.library else None
-print(json.dumps({"backend": dataclasses.asdict(info),
-                  "build": json.loads(record.read_text()) if record else None}))
-"""
-
-
-class Check:
-    def __init__(self, out: Path, rehearsal: bool, budget: float):
-        self.out = out
-        out.mkdir(parents=True, exist_ok=True)
-        self.logs = WORK / "logs"
-        shutil.rmtree(self.logs, ignore_errors=True)
-        self.logs.mkdir(parents=True)
-        self.rehearsal = rehearsal
-        self.deadline = time.monotonic() + budget
-        self.figures: dict = {"rehearsal": rehearsal, "stages": {}}
-        self.env = dict(
-            os.environ,
-            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-            PYTHONUNBUFFERED="1",
-        )
-
-    def say(self, text: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
-
-    def left(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def timeout(self, cap: float, keep: float) -> float:
-        """A stage's time limit: at most `cap`, keeping `keep` seconds for the later stages."""
-        return max(30.0, min(cap, self.left() - keep))
-
-    def run(self, stage: str, command: list[str], timeout: float, **env: str) -> tuple[bool, str]:
-        """Run one stage's command; record and print its status. Returns (ok, its output)."""
-        log = self.logs / f"{stage}.log"
-        shown = [word if "\n" not in word else "<script>" for word in command]
-        self.say(f"{stage}: {' '.join(shown)}")
-        start = time.monotonic()
-        with open(log, "w") as out:
-            try:
-                code = subprocess.run(
-                    command, cwd=ROOT, env={**self.env, **env}, stdout=out,
-                    stderr=subprocess.STDOUT, timeout=max(10.0, timeout), check=False,
-                ).returncode
-                status = "ok" if code == 0 else f"failed (exit status {code})"
-            except subprocess.TimeoutExpired:
-                status = f"timed out after {timeout:.0f} s"
-        seconds = time.monotonic() - start
-        self.figures["stages"][stage] = {"status": status, "seconds": round(seconds, 1)}
-        self.say(f"{stage}: {status} in {seconds:.0f} s (log {log})")
-        return status == "ok", log.read_text(errors="replace")
-
-    def skip(self, stage: str, why: str) -> None:
-        self.figures["stages"][stage] = {"status": f"skipped: {why}", "seconds": 0.0}
-        self.say(f"{stage}: skipped: {why}")
-
-
-def build(check: Check) -> bool:
-    ok, output = check.run("build", [sys.executable, "-c", _BUILD_PROBE],
-                           timeout=check.timeout(240, keep=200), BINARY_NEURONS_BACKEND="native")
-    if not ok:
-        return False
-    found = json.loads(output.strip().splitlines()[-1])
-    check.figures["backend"], check.figures["build"] = found["backend"], found["build"]
-    device = "cpu" if check.rehearsal else "cuda"
-    if found["backend"]["devices"][device] != "native":
-        check.say(f"build: {device} tensors do not run the native kernels")
-        check.figures["stages"]["build"]["status"] = f"failed: {device} is not native"
-        return False
-    record = found["build"]
-    check.say(f"build: {device} runs the native kernels ({record['seconds']} s to compile "
-              f"{', '.join(record['cuda_archs']) or 'CPU only'})")
-    return True
+# The test phases, each a marker expression, with the seconds it may take at most on an H200
+# and the files to run first within it (the rest of tests/ follows in pytest's order).
+PHASES = (
+    ("core", "cuda and not compile and not cudagraphs", 75,
+     ["tests/test_cuda.py", "tests/test_native.py", "tests/test_functional.py"]),
+    ("compile", "cuda and compile and not cudagraphs", 50, []),
+    ("graphs", "cuda and cudagraphs", 60, ["tests/test_cuda_graphs.py"]),
+)
+BACKENDS = ("native", "python")
+SANITIZER_CAP = 60
+# What a failure's entry in summary.md keeps of its traceback.
+TRACEBACK_LINES = 40
+SLOWEST = 20
 
 
 def tests(check: Check) -> None:
-    for backend, cap, keep in (("native", 150, 200), ("python", 90, 170)):
-        stage = f"tests-{backend}"
+    later = [(phase, backend) for phase in PHASES for backend in BACKENDS]
+    for index, (phase, backend) in enumerate(later):
+        name, marks, cap, first = phase
+        # Keep for each later stage a third of its cap, and for the sanitizer its cap.
+        keep = sum(p[2] / 3 for p, _ in later[index + 1:]) + SANITIZER_CAP
+        stage = f"tests-{name}-{backend}"
         report = check.logs / f"{stage}.xml"
-        check.run(stage, [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests",
-                          "-p", "no:cacheprovider", f"--junitxml={report}"],
+        check.run(stage, [sys.executable, "-m", "pytest", "-q", "-m", marks, *first, "tests",
+                          "--tb=short", "-p", "no:cacheprovider", f"--junitxml={report}"],
                   timeout=check.timeout(cap, keep), BINARY_NEURONS_BACKEND=backend)
         if report.is_file():
-            suite = ElementTree.parse(report).getroot().find("testsuite")
-            counts = {key: int(suite.get(key, 0)) for key in ("tests", "failures", "errors",
-                                                              "skipped")}
-            check.figures["stages"][stage].update(counts, failed=_failures(suite))
-            check.say(f"{stage}: {counts}")
+            check.figures["stages"][stage].update(read_junit(report))
+            row = check.figures["stages"][stage]
+            check.say(f"{stage}: {row['tests']} tests, {len(row['failed'])} failed, "
+                      f"{row['skipped']} skipped")
 
 
-def _failures(suite: ElementTree.Element) -> list[str]:
-    """Each failed test with the first line of its error, so that summary.md says what broke."""
-    found = []
+def read_junit(path: Path) -> dict:
+    """Counts, every failed test with its error, and every test's duration, from pytest's
+    JUnit XML report."""
+    suite = ElementTree.parse(path).getroot()
+    suite = suite.find("testsuite") if suite.tag == "testsuites" else suite
+    failed, durations = [], []
     for case in suite.iter("testcase"):
+        name = f"{case.get('classname')}::{case.get('name')}"
+        durations.append((name, float(case.get("time") or 0.0)))
         for bad in (case.find("failure"), case.find("error")):
             if bad is not None:
-                first = (bad.get("message") or "").strip().splitlines()[:1]
-                found.append(f"{case.get('classname')}::{case.get('name')}: "
-                             f"{first[0][:300] if first else '(no message)'}")
-    return found
+                failed.append({"test": name, "kind": bad.tag,
+                               "message": (bad.get("message") or "").strip(),
+                               "traceback": (bad.text or "").rstrip()})
+    counts = {key: int(suite.get(key, 0)) for key in ("tests", "failures", "errors", "skipped")}
+    return {**counts, "failed": failed, "durations": durations}
 
 
 def sanitizer(check: Check) -> None:
-    driver = [sys.executable, "tools/kernel_driver.py"]
+    driver = [sys.executable, "tools/kernel_driver.py", "--quick"]
     if check.rehearsal:
-        check.run("kernel-driver", [*driver, "--device", "cpu"], timeout=check.timeout(120, 120))
-        check.skip("sanitizer", "needs a GPU (the kernel driver ran on the CPU)")
+        check.run("kernel-driver", [*driver, "--device", "cpu"], timeout=check.timeout(120, 0))
+        check.skip("sanitizer-memcheck", "needs a GPU (the kernel driver ran on the CPU)")
         return
     tool = shutil.which("compute-sanitizer") or _in_cuda_home("compute-sanitizer")
     if tool is None:
-        check.skip("sanitizer", "compute-sanitizer not found")
+        check.skip("sanitizer-memcheck", "compute-sanitizer not found")
         return
-    # memcheck always; racecheck and initcheck (on fewer sizes) only with time to spare.
-    for name, extra, spare in (("memcheck", [], 0), ("racecheck", ["--quick"], 120),
-                               ("initcheck", ["--quick"], 120)):
-        if check.left() < spare + 150:
-            check.skip(f"sanitizer-{name}", f"only {check.left():.0f} s left")
-            continue
-        _, output = check.run(
-            f"sanitizer-{name}",
-            [tool, "--tool", name, "--error-exitcode", "9", "--print-limit", "20", *driver, *extra],
-            timeout=check.timeout(120, keep=130),
-            PYTORCH_NO_CUDA_MEMORY_CACHING="1", BINARY_NEURONS_BACKEND="native",
-        )
-        summary = [line for line in output.splitlines()
-                   if "ERROR SUMMARY" in line or "RACECHECK SUMMARY" in line]
-        check.figures["stages"][f"sanitizer-{name}"]["summary"] = summary[-1] if summary else None
+    _, output = check.run(
+        "sanitizer-memcheck",
+        [tool, "--tool", "memcheck", "--error-exitcode", "9", "--print-limit", "20", *driver],
+        timeout=check.timeout(SANITIZER_CAP, keep=0),
+        PYTORCH_NO_CUDA_MEMORY_CACHING="1", BINARY_NEURONS_BACKEND="native",
+    )
+    summary = [line for line in output.splitlines() if "ERROR SUMMARY" in line]
+    check.figures["stages"]["sanitizer-memcheck"]["summary"] = summary[-1] if summary else None
 
 
 def _in_cuda_home(name: str) -> str | None:
@@ -199,90 +119,35 @@ def _in_cuda_home(name: str) -> str | None:
     return str(path) if CUDA_HOME and path.is_file() else None
 
 
-def benchmark(check: Check) -> None:
-    figures = WORK / "benchmark.json"
-    command = [sys.executable, "benchmarks/bench_cuda.py", "--json", str(figures)]
-    if check.rehearsal:
-        command += ["--device", "cpu", "--sizes", "1e5", "--dtypes", "float32", "--repeats", "3"]
-    else:
-        command += ["--repeats", "10"]
-    check.run("benchmark", command, timeout=check.timeout(150, keep=60))
-    if figures.is_file():
-        check.figures["benchmark"] = json.loads(figures.read_text())
-    # Each estimator's backward (the Gumbel one regenerates its uniforms): a table in the log.
-    sizes = ["1e5"] if check.rehearsal else ["16e6", "64e6"]
-    check.run("benchmark-backward",
-              [sys.executable, "benchmarks/bench_backward.py", "--device",
-               "cpu" if check.rehearsal else "cuda", "--sizes", *sizes],
-              timeout=check.timeout(40, keep=50))
-
-
-def binarygan(check: Check, data_dir: Path | None, steps: int) -> None:
-    if data_dir is None:
-        where = " or ".join(map(str, DATA_DIRS))
-        check.skip("binarygan", f"no MNIST digits in {where} (make gpu-check-data)")
-        return
-    run_dir = WORK / "binarygan-run"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    device = "cpu" if check.rehearsal else "cuda"
-    ok, _ = check.run(
-        "binarygan",
-        [sys.executable, "-m", "examples.binarygan", "train", "--preset", PRESET,
-         "--device", device, "--data-dir", str(data_dir), "--max-steps", str(steps),
-         "--out", str(run_dir), "--no-progress"],
-        timeout=check.timeout(240, keep=5),
-    )
-    log = run_dir / "log.jsonl"
-    if not ok or not log.is_file():
-        return
-    # The whole run as a user sees it (figures and checkpoints included), from the run's log.
-    seconds = json.loads(log.read_text().splitlines()[-1])["elapsed"]
-    schedule = make_objective(PRESETS[PRESET])
-    work = sum(1 + schedule.critic_steps(step) for step in range(steps))
-    paper_work = sum(1 + schedule.critic_steps(step) for step in range(PAPER_G_STEPS))
-    timing = {
-        "device": device, "g_steps": steps, "seconds": round(seconds, 1),
-        "d_steps": work - steps, "paper_g_steps": PAPER_G_STEPS,
-        "paper_d_steps": paper_work - PAPER_G_STEPS,
-        # Time per update (G or D) taken as constant: the schedule's D steps dominate.
-        "projected_paper_seconds": round(seconds * paper_work / work),
-    }
-    check.figures["binarygan"] = timing
-    if (run_dir / "samples.png").is_file():
-        shutil.copy(run_dir / "samples.png", check.out / "samples.png")
-    check.say(f"binarygan: {steps} G steps ({timing['d_steps']} D steps) in {seconds:.1f} s; "
-              f"the paper's {PAPER_G_STEPS} G steps: about "
-              f"{timing['projected_paper_seconds'] / 60:.0f} min")
-
-
-def summary(check: Check) -> str:
-    f = check.figures
-    lines = [f"# GPU check{' (CPU rehearsal)' if check.rehearsal else ''}", "",
-             f"{f['device']}, torch {f['torch']}, CUDA {f['cuda']}, Python {f['python']}", "",
-             "| stage | status | seconds |", "|---|---|---|"]
-    lines += [f"| {stage} | {row['status']} | {row['seconds']} |"
-              for stage, row in f["stages"].items()]
-    if "backend" in f:
-        lines += ["", "```text", *(f"{d}: {why}" for d, why in f["backend"]["reasons"].items()),
-                  "```"]
-    for stage, row in f["stages"].items():
-        if "tests" in row:
-            lines.append(f"- {stage}: {row['tests']} tests, {row['failures']} failures, "
-                         f"{row['errors']} errors, {row['skipped']} skipped")
-            lines += [f"  - {failure}" for failure in row.get("failed", [])]
+def details(figures: dict) -> list[str]:
+    """summary.md after the stage table: test counts, failures in full, the slowest tests."""
+    lines: list[str] = []
+    stages = figures["stages"]
+    rows = [(stage, row) for stage, row in stages.items() if "tests" in row]
+    if rows:
+        lines += ["", "| tests | run | failed | skipped |", "|---|---|---|---|"]
+        lines += [f"| {stage} | {row['tests']} | {len(row['failed'])} | {row['skipped']} |"
+                  for stage, row in rows]
+    for stage, row in stages.items():
         if row.get("summary"):
-            lines.append(f"- {stage}: {row['summary']}")
-    if f.get("benchmark", {}).get("targets"):
-        lines += ["", "| target | measured | needed | |", "|---|---|---|---|"]
-        lines += [f"| {t['check']} | {t['value']:.2f} | {t['needed']} | "
-                  f"{'PASS' if t['pass'] else 'MISS'} |" for t in f["benchmark"]["targets"]]
-    if "binarygan" in f:
-        b = f["binarygan"]
-        lines += ["", (f"BinaryGAN `{PRESET}` on {b['device']}: {b['g_steps']} G steps "
-                       f"({b['d_steps']} D steps) in {b['seconds']:.1f} s; projected for the "
-                       f"paper's {b['paper_g_steps']} G steps ({b['paper_d_steps']} D steps): "
-                       f"{b['projected_paper_seconds'] / 60:.1f} min.")]
-    return "\n".join(lines) + "\n"
+            lines += ["", f"{stage}: {row['summary']}"]
+    failures = [(stage, failure) for stage, row in rows for failure in row["failed"]]
+    if failures:
+        lines += ["", f"## Failures ({len(failures)})"]
+    for stage, failure in failures:
+        frames = failure["traceback"].splitlines()
+        shown = frames[-TRACEBACK_LINES:]
+        cut = f"(the last {len(shown)} of {len(frames)} lines)" if len(frames) > len(shown) else ""
+        lines += ["", f"### {failure['test']} ({stage}, {failure['kind']})", "",
+                  "```text", failure["message"] or "(no message)", "```", "",
+                  f"Traceback {cut}".rstrip() + ":", "", "```text", *shown, "```"]
+    durations = sorted(((seconds, test, stage) for stage, row in rows
+                        for test, seconds in row["durations"]), reverse=True)[:SLOWEST]
+    if durations:
+        lines += ["", f"## The {len(durations)} slowest tests", "",
+                  "| seconds | test | stage |", "|---|---|---|"]
+        lines += [f"| {seconds:.2f} | {test} | {stage} |" for seconds, test, stage in durations]
+    return lines
 
 
 def main(argv=None) -> int:
@@ -290,37 +155,15 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "gpu-check-out"))
     parser.add_argument("--rehearsal", action="store_true",
                         help="run what needs no GPU (the default where there is none)")
-    parser.add_argument("--data-dir", type=Path, help="MNIST IDX files (default: "
-                        + " or ".join(map(str, DATA_DIRS)) + ")")
-    parser.add_argument("--steps", type=int, help="BinaryGAN G steps (1000; rehearsal 3)")
-    parser.add_argument("--budget", type=float, default=460,
-                        help="seconds for all stages (460: the check must end within 8 minutes)")
+    parser.add_argument("--budget", type=float, default=360,
+                        help="seconds for all stages (360: the check must end within 6 minutes)")
     args = parser.parse_args(argv)
-    rehearsal = args.rehearsal or not torch.cuda.is_available()
-    check = Check(args.out.resolve(), rehearsal, args.budget)
-    check.figures.update(
-        device=torch.cuda.get_device_name() if not rehearsal else "CPU rehearsal",
-        torch=torch.__version__, cuda=torch.version.cuda, python=sys.version.split()[0],
-    )
-    check.say(f"gpu-check{' rehearsal' if rehearsal else ''}: {check.figures['device']}, torch "
-              f"{torch.__version__}; output in {check.out}")
-    data_dir = args.data_dir or next((d for d in DATA_DIRS if d.is_dir()), None)
-    if build(check):
+    check = Check("gpu-check", args.out.resolve(), rehearsal_default(args.rehearsal),
+                  args.budget)
+    if build(check, cap=150, keep=sum(p[2] for p in PHASES) + SANITIZER_CAP):
         tests(check)
         sanitizer(check)
-        benchmark(check)
-        binarygan(check, data_dir, args.steps or (3 if rehearsal else 1000))
-    (check.out / "figures.json").write_text(json.dumps(check.figures, indent=2) + "\n")
-    (check.out / "summary.md").write_text(summary(check))
-    with open(check.out / "logs.txt", "w") as logs:
-        for stage in check.figures["stages"]:
-            if (check.logs / f"{stage}.log").is_file():
-                logs.write(f"===== {stage}\n{(check.logs / f'{stage}.log').read_text()}\n")
-    failed = [s for s, row in check.figures["stages"].items() if not row["status"].startswith(
-        ("ok", "skipped"))]
-    check.say(f"gpu-check: {'all stages ok' if not failed else 'FAILED: ' + ', '.join(failed)}; "
-              f"summary in {check.out / 'summary.md'}")
-    return 1 if failed else 0
+    return check.finish(details(check.figures))
 
 
 if __name__ == "__main__":
