@@ -86,9 +86,11 @@ gpu-check:
 gpu-bench:
 	$(GPU_PYTHON) tools/gpu_bench.py --out $(GPU_BENCH_OUT)
 
+# The MNIST digits, and the diagnosis scripts kept beside the clone (if any), to be carried.
 gpu-check-data:
 	mkdir -p .gpu-check/data
 	cp -r ../shared/data/mnist .gpu-check/data/
+	if [ -d ../shared/gpu ]; then cp -r ../shared/gpu .gpu-check/; fi
 
 gpu-check-rehearsal: $(STAMP)
 	$(BIN)/python tools/gpu_check.py --rehearsal --out runs/gpu-check-rehearsal

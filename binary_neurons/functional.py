@@ -58,8 +58,17 @@ def _as_slope_tensor(slope: SlopeLike, input: Tensor) -> Tensor:
             # (the layers check their slope whenever it is set).
             check_slope_value(slope.item())
         return slope.reshape(())
-    # A CPU scalar tensor works with inputs on any device and needs no host-to-device copy.
-    return torch.tensor(check_slope_value(slope), dtype=torch.float64)
+    return _number_tensor(check_slope_value(slope), input)
+
+
+def _number_tensor(value: float, input: Tensor) -> Tensor:
+    """A checked number as the op's 0-dim argument. Eagerly a CPU tensor: the kernels of every
+    device read it as a number, with no copy to the device. In a graph compiled for a GPU, a
+    constant on the GPU: a CPU tensor there would keep Inductor from using CUDA graphs
+    (``mode="reduce-overhead"``)."""
+    if input.device.type == "cuda" and torch.compiler.is_compiling():
+        return torch.full((), value, dtype=torch.float64, device=input.device)
+    return torch.tensor(value, dtype=torch.float64)
 
 
 def _indexed(device: torch.device) -> torch.device:
@@ -148,7 +157,7 @@ def apply_binary(
         y = _PythonEstimatorFunction.apply(input, slope, seed, estimator)
     else:
         if estimator.kernel == "gumbel" and tau is None:
-            tau = torch.tensor(estimator.tau, dtype=torch.float64)
+            tau = _number_tensor(estimator.tau, input)
         y = _ops.threshold_sample(
             input, slope, seed, estimator.kernel, estimator.clip_value, tau
         )

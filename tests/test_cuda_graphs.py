@@ -19,7 +19,7 @@ import torch._inductor.config as inductor_config
 from torch import nn
 
 import binary_neurons as bn
-from binary_neurons.functional import stochastic_binary
+from binary_neurons.functional import deterministic_binary, stochastic_binary
 
 from . import training
 from .conftest import cuda_test
@@ -142,6 +142,9 @@ def test_captured_step_replays_like_eager(neuron, estimator):
     _check_fresh(samples, neuron)
     assert _agreement(samples, eager_samples) >= MIN_AGREEMENT
     torch.testing.assert_close(replayed, eager, rtol=LOSS_RTOL, atol=LOSS_ATOL)
+    if neuron == "dbn":  # no sample to flip: the same arithmetic gives the same parameters
+        for param, twin_param in zip(model.parameters(), twin.parameters()):
+            torch.testing.assert_close(param, twin_param, rtol=1e-5, atol=1e-7)
     if annealer is not None:
         assert annealer.slopes == twin_annealer.slopes
         assert annealer.slopes[0] == pytest.approx(1.05 ** (1 + REPLAYS // ANNEAL_EVERY))
@@ -157,6 +160,8 @@ def test_reduce_overhead_trains_like_eager(neuron, estimator):
     draw its seeds from the same generator as eager."""
     _skip_unless_capturable(neuron)
     torch._dynamo.reset()
+    inductor_counters = torch._dynamo.utils.counters["inductor"]
+    inductor_counters.clear()
     x, target = training.batch(256, seed=1, device="cuda")
     results = {}
     for mode in ("eager", "reduce-overhead"):
@@ -181,6 +186,8 @@ def test_reduce_overhead_trains_like_eager(neuron, estimator):
                 functools.partial(training.step, model, optimizer, x, target, forward),
                 annealer, codes, REPLAYS)
             torch.cuda.set_sync_debug_mode(0)
+    # A graph Inductor will not capture runs without CUDA graphs, silently but for this count.
+    assert inductor_counters["cudagraph_skips"] == 0, dict(inductor_counters)
     (eager, eager_samples), (compiled, samples) = results["eager"], results["reduce-overhead"]
     _check_fresh(samples, neuron)
     assert _agreement(samples, eager_samples) >= MIN_AGREEMENT
@@ -196,6 +203,8 @@ def test_reduce_overhead_accumulates_into_gradients_made_outside_the_graphs():
     returns, and overwrite it on the next replay), zeroed in place, not set to None."""
     _skip_unless_capturable("sbn")
     torch._dynamo.reset()
+    inductor_counters = torch._dynamo.utils.counters["inductor"]
+    inductor_counters.clear()
     micro = [training.batch(64, seed=seed, device="cuda") for seed in (1, 2)]
     grads = {}
     for mode in ("eager", "reduce-overhead"):
@@ -212,6 +221,7 @@ def test_reduce_overhead_accumulates_into_gradients_made_outside_the_graphs():
                 for x, target in micro:
                     nn.functional.cross_entropy(forward(x), target).backward()
         grads[mode] = [param.grad.clone() for param in model.parameters()]
+    assert inductor_counters["cudagraph_skips"] == 0, dict(inductor_counters)
     for eager, compiled in zip(grads["eager"], grads["reduce-overhead"]):
         torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-6)
 
@@ -236,6 +246,32 @@ def test_an_explicit_generator_registered_with_the_graph_draws_fresh_samples():
     eager = [stochastic_binary(a, generator=generator) for _ in range(5)]
     assert len({tuple(y.tolist()) for y in replayed}) == 5
     assert all(torch.equal(y, z) for y, z in zip(replayed, eager))
+
+
+@on_cuda_graphs
+@pytest.mark.compile
+def test_functional_forms_with_numbers_keep_reduce_overheads_cuda_graphs():
+    """A slope or temperature given as a number must not become a CPU tensor in the compiled
+    graph: Inductor would skip CUDA graphs for it ("skipping cudagraphs due to cpu device")."""
+    _skip_unless_capturable("sbn")
+    torch._dynamo.reset()
+    inductor_counters = torch._dynamo.utils.counters["inductor"]
+    inductor_counters.clear()
+
+    def neurons(a):
+        return (stochastic_binary(a, "gumbel", slope=2.0)
+                + deterministic_binary(a, "sigmoid", slope=3.0))
+
+    compiled = torch.compile(neurons, mode="reduce-overhead", fullgraph=True)
+    a = torch.randn(1 << 12, device="cuda", requires_grad=True)
+    outputs = []
+    for _ in range(5):
+        a.grad = None
+        y = compiled(a)
+        y.sum().backward()
+        outputs.append(y.detach().clone())
+    assert inductor_counters["cudagraph_skips"] == 0, dict(inductor_counters)
+    assert len({tuple(y.tolist()) for y in outputs}) == 5
 
 
 @pytest.fixture

@@ -72,8 +72,9 @@ class Codes:
     output tensor, which every replay writes again."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.latest: dict[int, Tensor] = {}
         self.layers = [m for m in model.modules() if isinstance(m, bn.BinaryNeuron)]
+        # Keyed from the start: a hook that added keys would make a compiled model recompile.
+        self.latest: dict[int, Optional[Tensor]] = dict.fromkeys(range(len(self.layers)))
         for index, layer in enumerate(self.layers):
             layer.register_forward_hook(self._keeper(index))
 

@@ -43,10 +43,11 @@ from gpu_stages import Check, build, rehearsal_default
 # The test phases, each a marker expression, with the seconds it may take at most on an H200
 # and the files to run first within it (the rest of tests/ follows in pytest's order).
 PHASES = (
-    ("core", "cuda and not compile and not cudagraphs", 75,
+    ("core", "cuda and not compile and not cudagraphs", 90,
      ["tests/test_cuda.py", "tests/test_native.py", "tests/test_functional.py"]),
-    ("compile", "cuda and compile and not cudagraphs", 50, []),
-    ("graphs", "cuda and cudagraphs", 60, ["tests/test_cuda_graphs.py"]),
+    ("compile", "cuda and compile and not cudagraphs", 45, []),
+    # About ten Inductor compilations with the native kernels (the pure-PyTorch ones skip most).
+    ("graphs", "cuda and cudagraphs", 120, ["tests/test_cuda_graphs.py"]),
 )
 BACKENDS = ("native", "python")
 SANITIZER_CAP = 60
