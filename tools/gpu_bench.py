@@ -24,14 +24,12 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 
-from gpu_stages import ROOT, WORK, Check, build, rehearsal_default
+from gpu_stages import ROOT, WORK, Check, build, parser, rehearsal_default
 
 sys.path.insert(0, str(ROOT))
 from examples.binarygan.config import PRESETS  # noqa: E402
@@ -116,16 +114,11 @@ def details(figures: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "gpu-bench-out"))
-    parser.add_argument("--rehearsal", action="store_true",
-                        help="run on the CPU at tiny sizes (the default where there is no GPU)")
-    parser.add_argument("--data-dir", type=Path, help="MNIST IDX files (default: "
-                        + " or ".join(map(str, DATA_DIRS)) + ")")
-    parser.add_argument("--steps", type=int, help="BinaryGAN G steps (1000; rehearsal 3)")
-    parser.add_argument("--budget", type=float, default=360,
-                        help="seconds for all stages (360: it must end within 6 minutes)")
-    args = parser.parse_args(argv)
+    options = parser(__doc__.split("\n")[0], out="gpu-bench-out")
+    options.add_argument("--data-dir", type=Path, help="MNIST IDX files (default: "
+                         + " or ".join(map(str, DATA_DIRS)) + ")")
+    options.add_argument("--steps", type=int, help="BinaryGAN G steps (1000; rehearsal 3)")
+    args = options.parse_args(argv)
     rehearsal = rehearsal_default(args.rehearsal)
     check = Check("gpu-bench", args.out.resolve(), rehearsal, args.budget)
     data_dir = args.data_dir or next((d for d in DATA_DIRS if d.is_dir()), None)

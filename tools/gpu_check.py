@@ -31,14 +31,12 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import os
 import shutil
 import sys
 from pathlib import Path
 from xml.etree import ElementTree
 
-from gpu_stages import Check, build, rehearsal_default
+from gpu_stages import Check, build, parser, rehearsal_default
 
 # The test phases, each a marker expression, with the seconds it may take at most on an H200
 # and the files to run first within it (the rest of tests/ follows in pytest's order).
@@ -152,13 +150,7 @@ def details(figures: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "gpu-check-out"))
-    parser.add_argument("--rehearsal", action="store_true",
-                        help="run what needs no GPU (the default where there is none)")
-    parser.add_argument("--budget", type=float, default=360,
-                        help="seconds for all stages (360: the check must end within 6 minutes)")
-    args = parser.parse_args(argv)
+    args = parser(__doc__.split("\n")[0], out="gpu-check-out").parse_args(argv)
     check = Check("gpu-check", args.out.resolve(), rehearsal_default(args.rehearsal),
                   args.budget)
     if build(check, cap=150, keep=sum(p[2] for p in PHASES) + SANITIZER_CAP):

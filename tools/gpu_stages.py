@@ -12,6 +12,7 @@ Imported by ``tools/gpu_check.py`` and ``tools/gpu_bench.py``; it runs nothing i
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -153,6 +154,17 @@ def build(check: Check, cap: float, keep: float) -> bool:
     check.say(f"build: {check.device} runs the native kernels ({record['seconds']} s to compile "
               f"{', '.join(record['cuda_archs']) or 'CPU only'})")
     return True
+
+
+def parser(description: str, out: str) -> argparse.ArgumentParser:
+    """The options both commands take: where to write, whether to rehearse, the budget."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or out))
+    parser.add_argument("--rehearsal", action="store_true",
+                        help="run what needs no GPU (the default where there is none)")
+    parser.add_argument("--budget", type=float, default=360,
+                        help="seconds for all stages (360: it must end within 6 minutes)")
+    return parser
 
 
 def rehearsal_default(asked: bool) -> bool:
