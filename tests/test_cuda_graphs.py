@@ -11,6 +11,7 @@ tests check the invariants they rely on, so that CI catches a regression without
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import pytest
@@ -35,7 +36,6 @@ ANNEAL_EVERY = 10
 # rounds a pre-activation across its uniform; and losses equal up to such rounding.
 LOSS_RTOL, LOSS_ATOL = 1e-3, 1e-5
 MIN_AGREEMENT = 0.999
-
 
 
 def on_cuda_graphs(test):
@@ -78,7 +78,7 @@ def _train(run_step, annealer, codes: training.Codes, steps: int):
     losses, samples = [], []
     for index in range(steps):
         losses.append(run_step().clone())
-        samples.append(codes.copy()[0])
+        samples.append(codes.latest.clone())
         if annealer is not None and index % ANNEAL_EVERY == ANNEAL_EVERY - 1:
             annealer.step()
     return torch.stack(losses), samples
@@ -90,6 +90,20 @@ def _agreement(samples: list[torch.Tensor], others: list[torch.Tensor]) -> float
     return same / sum(a.numel() for a in samples)
 
 
+@contextlib.contextmanager
+def _synchronizing_is_an_error(enabled: bool = True):
+    """Within: any call that makes the host wait for the GPU raises."""
+    if not enabled:
+        yield
+        return
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+
+
 def _check_fresh(samples: list[torch.Tensor], neuron: str) -> None:
     if neuron == "sbn":  # every replay draws anew: no two of the first eight alike
         assert len({tuple(s.flatten().tolist()) for s in samples[:8]}) == 8
@@ -99,7 +113,6 @@ def _check_fresh(samples: list[torch.Tensor], neuron: str) -> None:
 
 @on_cuda_graphs
 @pytest.mark.parametrize(("neuron", "estimator"), CASES, ids=IDS)
-@pytest.mark.usefixtures("quiet_sync_debug")
 def test_captured_step_replays_like_eager(neuron, estimator):
     _skip_unless_capturable(neuron)
     model = training.mlp(estimator, neuron).cuda()
@@ -131,10 +144,8 @@ def test_captured_step_replays_like_eager(neuron, estimator):
         return static_loss
 
     torch.cuda.manual_seed(1234)
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")  # a replay, or an annealer step, that waits fails
-    replayed, samples = _train(replay, annealer, codes, REPLAYS)
-    torch.cuda.set_sync_debug_mode(0)
+    with _synchronizing_is_an_error():  # in a replay or an annealer step
+        replayed, samples = _train(replay, annealer, codes, REPLAYS)
     torch.cuda.manual_seed(1234)
     eager, eager_samples = _train(
         lambda: training.step(twin, twin_optimizer, x, target), twin_annealer, twin_codes,
@@ -153,7 +164,6 @@ def test_captured_step_replays_like_eager(neuron, estimator):
 @on_cuda_graphs
 @pytest.mark.compile
 @pytest.mark.parametrize(("neuron", "estimator"), CASES, ids=IDS)
-@pytest.mark.usefixtures("quiet_sync_debug")
 def test_reduce_overhead_trains_like_eager(neuron, estimator):
     """torch.compile(mode="reduce-overhead") (CUDA graphs through cudagraph trees) trains as
     users train: gradients set to None every step. ``fallback_random`` makes the compiled code
@@ -180,12 +190,10 @@ def test_reduce_overhead_trains_like_eager(neuron, estimator):
             if annealer is not None:
                 annealer.step()
             torch.cuda.manual_seed(1234)
-            torch.cuda.synchronize()
-            torch.cuda.set_sync_debug_mode("error" if mode != "eager" else 0)
-            results[mode] = _train(
-                functools.partial(training.step, model, optimizer, x, target, forward),
-                annealer, codes, REPLAYS)
-            torch.cuda.set_sync_debug_mode(0)
+            with _synchronizing_is_an_error(enabled=mode != "eager"):
+                results[mode] = _train(
+                    functools.partial(training.step, model, optimizer, x, target, forward),
+                    annealer, codes, REPLAYS)
     # A graph Inductor will not capture runs without CUDA graphs, silently but for this count.
     assert inductor_counters["cudagraph_skips"] == 0, dict(inductor_counters)
     (eager, eager_samples), (compiled, samples) = results["eager"], results["reduce-overhead"]
@@ -196,7 +204,6 @@ def test_reduce_overhead_trains_like_eager(neuron, estimator):
 
 @on_cuda_graphs
 @pytest.mark.compile
-@pytest.mark.usefixtures("quiet_sync_debug")
 def test_reduce_overhead_accumulates_into_gradients_made_outside_the_graphs():
     """Gradient accumulation under reduce-overhead, the way the GPU page documents: .grad
     tensors allocated before the compiled steps (cudagraph trees own what their backward
@@ -272,14 +279,6 @@ def test_functional_forms_with_numbers_keep_reduce_overheads_cuda_graphs():
         outputs.append(y.detach().clone())
     assert inductor_counters["cudagraph_skips"] == 0, dict(inductor_counters)
     assert len({tuple(y.tolist()) for y in outputs}) == 5
-
-
-@pytest.fixture
-def quiet_sync_debug():
-    """Leave the sync debug mode off whatever a test does."""
-    yield
-    if torch.cuda.is_available():
-        torch.cuda.set_sync_debug_mode(0)
 
 
 # The invariants the CUDA tests rely on, checked on the CPU.

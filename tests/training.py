@@ -67,21 +67,14 @@ def step(
 
 
 class Codes:
-    """The latest output of each binary layer of a model, by layer index, kept by forward
-    hooks. Under CUDA graph capture the hooks run once, and what they keep is the captured
-    output tensor, which every replay writes again."""
+    """The latest output of a model's first binary layer, kept by a forward hook. Under CUDA
+    graph capture the hook runs once, and what it keeps is the captured output tensor, which
+    every replay writes again."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.layers = [m for m in model.modules() if isinstance(m, bn.BinaryNeuron)]
-        # Keyed from the start: a hook that added keys would make a compiled model recompile.
-        self.latest: dict[int, Optional[Tensor]] = dict.fromkeys(range(len(self.layers)))
-        for index, layer in enumerate(self.layers):
-            layer.register_forward_hook(self._keeper(index))
+        self.latest: Optional[Tensor] = None
+        layer = next(m for m in model.modules() if isinstance(m, bn.BinaryNeuron))
+        layer.register_forward_hook(self._keep)
 
-    def _keeper(self, index: int):
-        def keep(module, args, output):
-            self.latest[index] = output.detach()
-        return keep
-
-    def copy(self) -> list[Tensor]:
-        return [self.latest[index].clone() for index in range(len(self.layers))]
+    def _keep(self, module, args, output) -> None:
+        self.latest = output.detach()
