@@ -56,7 +56,7 @@ test-python: $(STAMP)
 # the sampling statistics with 1e7 draws per dtype and probability (a few minutes).
 fuzz: $(STAMP)
 	BINARY_NEURONS_BACKEND=native BINARY_NEURONS_FUZZ_DRAWS=10000000 $(BIN)/python -m pytest \
-		-q -p no:cacheprovider tests/test_fuzz.py --hypothesis-profile=fuzz \
+		-q -p no:cacheprovider tests/op/test_fuzz.py --hypothesis-profile=fuzz \
 		--hypothesis-show-statistics
 
 docs: $(STAMP)

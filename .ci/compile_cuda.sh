@@ -26,7 +26,11 @@ from torch.utils.cpp_extension import include_paths
 for path in include_paths():
     print(path)
 ')
-include_flags=(-I"$work/stub")
+# The kernel list's C++ form, which the real build generates the same way (binary_neurons/_build.py).
+mkdir -p "$work/generated"
+(cd "$root" && BINARY_NEURONS_BACKEND=python "$python" -m binary_neurons._kernel_list) \
+  >"$work/generated/kernel_list.h"
+include_flags=(-I"$work/stub" -I"$work/generated")
 for path in "${includes[@]}"; do include_flags+=(-I"$path"); done
 # The flags of the real build: torch's nvcc flags and the package's (binary_neurons/_build.py).
 mapfile -t build_flags < <(cd "$root" && BINARY_NEURONS_BACKEND=python "$python" -c '

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import importlib.util
 import json
 import os
 import shlex
@@ -39,6 +40,8 @@ RECIPE = 2
 CPU_SOURCES = ("threshold_sample.cpp",)
 CUDA_SOURCES = ("cuda/threshold_sample.cu",)
 HEADERS = ("cpu_philox.h", "elementwise.h", "op_arguments.h")
+# Generated into the build from the kernel list (binary_neurons/_kernel_list.py), on its include path.
+GENERATED = "kernel_list.h"
 # -fno-trapping-math lets gcc vectorize the kernels' compares and clamps; -fopenmp makes
 # at::parallel_for use torch's OpenMP thread pool (Linux wheels of torch use libgomp). No FMA
 # contraction on either device (-ffp-contract=off, -fmad=false), so that the CPU and CUDA kernels
@@ -79,6 +82,21 @@ def kinds(cuda_archs: tuple[str, ...]) -> str:
 # What a build is made for, and its name.
 
 
+def kernel_list() -> str:
+    """The text of the generated header: the C++ form of the kernel list. The list's module is
+    loaded by path, as this file is by setup.py and the compiling child: importing the package
+    would load kernels."""
+    path = Path(__file__).resolve().with_name("_kernel_list.py")
+    spec = importlib.util.spec_from_file_location("_binary_neurons_kernel_list", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # (dataclasses look their module up there)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module.header()
+
+
 def fingerprint(cuda: bool) -> dict:
     """Everything a build depends on; two builds are interchangeable iff these are equal."""
     sources = CPU_SOURCES + HEADERS + (CUDA_SOURCES if cuda else ())
@@ -89,6 +107,7 @@ def fingerprint(cuda: bool) -> dict:
         except OSError as error:
             raise BuildError(f"the kernel sources are incomplete: {error}") from None
         digest.update(name.encode() + b"\0" + text + b"\0")
+    digest.update(GENERATED.encode() + b"\0" + kernel_list().encode() + b"\0")
     return {
         "recipe": RECIPE,
         "torch": torch.__version__,
@@ -253,7 +272,9 @@ def compile_into(
         shutil.rmtree(leftover, ignore_errors=True)
     work = root / f"{name}.tmp-{os.getpid()}"
     work.mkdir()
-    how_long = "a few minutes" if cuda_archs else "about 30 s"
+    (work / "include").mkdir()
+    (work / "include" / GENERATED).write_text(kernel_list())
+    how_long = "a few minutes" if cuda_archs else "about a minute"
     announce(
         f"binary_neurons: compiling the native {kinds(cuda_archs)} kernels for torch "
         f"{torch.__version__}, once per torch version ({how_long}): {root / name}"
@@ -266,6 +287,7 @@ def compile_into(
     start = time.monotonic()
     with open(work / LOG, "w", encoding="utf-8") as log:
         log.write(f"binary_neurons native build {name}\n{json.dumps(record, indent=2)}\n\n")
+        log.write(f"include/{GENERATED}:\n{kernel_list()}\n")
         log.flush()
         try:
             returncode = subprocess.run(
@@ -287,7 +309,7 @@ def compile_into(
             log=failed / LOG,
         )
     for path in work.iterdir():  # keep the library and the log (objects, ninja files go)
-        if path.name in (LIBRARY_FILE, LOG):
+        if path.name in (LIBRARY_FILE, LOG):  # the generated header goes: the log holds it
             continue
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
@@ -329,6 +351,7 @@ def compile_here(job: dict) -> None:
         extra_cflags=CXX_FLAGS,
         extra_cuda_cflags=NVCC_FLAGS,
         extra_ldflags=LD_FLAGS,
+        extra_include_paths=[str(Path(job["directory"]) / "include")],
         build_directory=job["directory"],
         with_cuda=job["cuda"],
         is_python_module=False,

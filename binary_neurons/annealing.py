@@ -1,14 +1,15 @@
-"""Annealing: raise the slope of annealed binary neurons (and lower Gumbel temperatures) during
+"""Annealing: raise the slope of annealed binary neurons (and lower temperatures) during
 training."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 
-from ._validation import positive_finite
+from ._arguments import positive_finite
 from .modules import BinaryNeuron
 
 __all__ = ["SlopeAnnealer"]
@@ -26,9 +27,9 @@ class SlopeAnnealer:
     stochastic neuron samples with it), step at the start of every epoch but the first
     instead.
 
-    With ``temperature_factor``, each step also multiplies the temperature of every
-    ``"gumbel"`` layer by it (a factor below 1 cools it), never taking it below
-    ``min_temperature``.
+    With ``temperature_factor``, each step also multiplies the temperature of every layer whose
+    estimator has one (its ``tau`` buffer: the ``"gumbel"`` estimator) by it (a factor below 1
+    cools it), never taking it below ``min_temperature``.
 
     The slopes and temperatures live in the layers' ``slope`` and ``tau`` buffers, so they are
     saved and restored with the model's ``state_dict``; :meth:`state_dict` holds the annealer's
@@ -97,8 +98,8 @@ class SlopeAnnealer:
         self.min_temperature = positive_finite("min_temperature", min_temperature)
         neurons = [module for module in model.modules() if isinstance(module, BinaryNeuron)]
         self.layers = [module for module in neurons if module.estimator.anneals]
-        self.gumbel_layers = [module for module in neurons if module.tau is not None]
-        if not self.layers and (self.temperature_factor is None or not self.gumbel_layers):
+        self.temperature_layers = [module for module in neurons if module.tau is not None]
+        if not self.layers and (self.temperature_factor is None or not self.temperature_layers):
             raise ValueError(
                 "model has nothing to anneal: no binary neuron with estimator='annealed' (whose "
                 "slope rises), and no estimator='gumbel' layer with temperature_factor set"
@@ -145,7 +146,7 @@ class SlopeAnnealer:
             self._check_range("slope", float(slope), "set max_slope, or a factor closer to 1")
             new.append(slope)
         new_taus = []
-        for layer in self.gumbel_layers if self.temperature_factor is not None else ():
+        for layer in self.temperature_layers if self.temperature_factor is not None else ():
             tau = self._value(layer, "tau")
             # Never below the floor, and never raised by it (a tau set below it stays).
             value = max(float(tau) * self.temperature_factor, min(float(tau), self.min_temperature))
@@ -153,7 +154,7 @@ class SlopeAnnealer:
             new_taus.append(torch.tensor(value, dtype=tau.dtype))
         for layer, slope in zip(self.layers, new):
             self._write(layer, "slope", slope)
-        for layer, tau in zip(self.gumbel_layers, new_taus):
+        for layer, tau in zip(self.temperature_layers, new_taus):
             self._write(layer, "tau", tau)
         self.num_steps += 1
 
@@ -175,8 +176,18 @@ class SlopeAnnealer:
 
     @property
     def temperatures(self) -> list[float]:
-        """The current temperature of each Gumbel layer, in model order."""
-        return [float(self._value(layer, "tau")) for layer in self.gumbel_layers]
+        """The current temperature of each layer that has one, in model order."""
+        return [float(self._value(layer, "tau")) for layer in self.temperature_layers]
+
+    @property
+    def gumbel_layers(self) -> list[BinaryNeuron]:
+        """Deprecated: :attr:`temperature_layers`."""
+        warnings.warn(
+            "SlopeAnnealer.gumbel_layers is deprecated; use SlopeAnnealer.temperature_layers",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.temperature_layers
 
     def state_dict(self) -> dict[str, Any]:
         """The annealer's settings and step count (slopes and temperatures are in the model's

@@ -16,20 +16,24 @@ Estimators are chosen by short name or passed as objects::
     >>> get_estimator("clipped")
     ClippedStraightThrough(clip_value=1.0)
 
-The built-in estimators run inside the fused backward kernel. A subclass of
-:class:`Estimator` that overrides :meth:`Estimator.backward` defines a new estimator in plain
-PyTorch; it runs through :class:`torch.autograd.Function` instead of the fused kernel.
+All but REINFORCE run inside the fused backward kernel. An estimator is one class that carries
+everything about it: the kernel it runs (or its own :meth:`Estimator.backward` in PyTorch), the
+arguments it passes the op, the state it keeps on a layer, its part of the layer's repr, and
+its signed-output scale. The layers, the functional forms and the annealer only call that
+interface; "Writing an estimator" in the documentation walks through both kinds.
 """
 
 from __future__ import annotations
 
-from typing import Union
+import inspect
+from typing import Any, Optional, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from . import _fallback
-from ._validation import positive_finite
+from ._arguments import number_tensor, positive_finite
+from ._estimator import Estimator, reference_backward
+from .reinforce import Reinforce
 
 __all__ = [
     "Estimator",
@@ -42,73 +46,6 @@ __all__ = [
     "ESTIMATORS",
     "get_estimator",
 ]
-
-
-class Estimator:
-    r"""Base class of gradient estimators.
-
-    Subclasses set :attr:`name` and implement :meth:`backward`. The four built-in estimators
-    also name the fused kernel they map to (:attr:`kernel`); a user-defined subclass leaves it
-    ``None`` and its :meth:`backward` is called from a :class:`torch.autograd.Function`.
-
-    Examples:
-        A straight-through estimator that halves the gradient:
-
-        >>> import torch
-        >>> import binary_neurons as bn
-        >>> class HalfStraightThrough(bn.Estimator):
-        ...     name = "half"
-        ...     def backward(self, grad_output, input, slope):
-        ...         return 0.5 * grad_output
-        >>> a = torch.zeros(3, requires_grad=True)
-        >>> bn.stochastic_binary(a, estimator=HalfStraightThrough()).sum().backward()
-        >>> a.grad
-        tensor([0.5000, 0.5000, 0.5000])
-    """
-
-    #: Short name used by :func:`get_estimator`.
-    name: str = ""
-    #: Whether :class:`~binary_neurons.SlopeAnnealer` raises the slope of layers using it.
-    anneals: bool = False
-    #: Name of the fused backward kernel (``"identity"``, ``"sigmoid"``, ``"clipped"`` or
-    #: ``"gumbel"``), or ``None`` for estimators that run in Python.
-    kernel: str | None = None
-    #: Whether the estimator needs the neuron's sample (so only stochastic neurons can use it).
-    needs_sample: bool = False
-    #: Whether the estimator needs the per-example loss (REINFORCE: only layers can use it).
-    needs_loss: bool = False
-    #: With ``signed=True`` outputs :math:`2y - 1`, the factor on the pseudo-gradient: 2 where
-    #: the estimator differentiates a surrogate of :math:`y` (the surrogate of :math:`2y - 1`
-    #: is twice as steep), 1 where it passes :math:`g` through as the straight-through ones do.
-    signed_scale: float = 1.0
-
-    def backward(self, grad_output: Tensor, input: Tensor, slope: Tensor) -> Tensor:
-        """Return the pseudo-gradient :math:`\\partial L / \\partial a`.
-
-        Args:
-            grad_output: gradient of the loss with respect to the neuron's output.
-            input: the pre-activation the forward pass saw.
-            slope: the slope, a 0-dim floating tensor.
-        """
-        raise NotImplementedError(
-            f"{type(self).__name__} does not implement backward(grad_output, input, slope); "
-            "subclass Estimator and implement it, or use a built-in estimator: "
-            + ", ".join(repr(name) for name in ESTIMATORS)
-        )
-
-    @property
-    def clip_value(self) -> float:
-        """The clipping threshold passed to the fused kernel (0 where unused)."""
-        return 0.0
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.clip_value == other.clip_value
-
-    def __hash__(self) -> int:
-        return hash((type(self), self.clip_value))
 
 
 class StraightThrough(Estimator):
@@ -133,7 +70,7 @@ class StraightThrough(Estimator):
     kernel = "identity"
 
     def backward(self, grad_output: Tensor, input: Tensor, slope: Tensor) -> Tensor:
-        return grad_output.clone()
+        return reference_backward(self.kernel, grad_output, input, slope)
 
 
 class SigmoidAdjusted(Estimator):
@@ -160,9 +97,7 @@ class SigmoidAdjusted(Estimator):
     signed_scale = 2.0
 
     def backward(self, grad_output: Tensor, input: Tensor, slope: Tensor) -> Tensor:
-        opmath = torch.promote_types(input.dtype, torch.float32)
-        derivative = _fallback.sigmoid_derivative(input.to(opmath), slope.to(opmath))
-        return (grad_output.to(opmath) * derivative).to(grad_output.dtype)
+        return reference_backward(self.kernel, grad_output, input, slope)
 
 
 class SlopeAnnealed(SigmoidAdjusted):
@@ -219,8 +154,10 @@ class ClippedStraightThrough(Estimator):
         return self._clip_value
 
     def backward(self, grad_output: Tensor, input: Tensor, slope: Tensor) -> Tensor:
-        inside = input.abs() <= self._clip_value
-        return torch.where(inside, grad_output, torch.zeros_like(grad_output))
+        return reference_backward(self.kernel, grad_output, input, slope, self._clip_value)
+
+    def extra_repr(self, layer: nn.Module) -> str:
+        return f"clip_value={self._clip_value:g}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(clip_value={self._clip_value})"
@@ -272,6 +209,24 @@ class GumbelStraightThrough(Estimator):
             "backward draws again; use it through stochastic_binary or StochasticBinary"
         )
 
+    def attach(self, layer: nn.Module) -> None:
+        # The layer's temperature slot (None until an estimator with a temperature fills it):
+        # a buffer, so SlopeAnnealer can cool it in place and a state_dict keeps it.
+        layer.tau = torch.tensor(self.tau)
+
+    def load_state(self, layer: nn.Module, state_dict: dict, prefix: str) -> None:
+        value = state_dict.get(prefix + "tau")
+        if isinstance(value, Tensor) and value.numel() == 1:
+            positive_finite(f"{prefix}tau in the state_dict", value.item())
+
+    def kernel_arguments(
+        self, input: Tensor, layer: Optional[nn.Module]
+    ) -> tuple[float, Optional[Tensor]]:
+        return 0.0, layer.tau if layer is not None else number_tensor(self.tau, input)
+
+    def extra_repr(self, layer: nn.Module) -> str:
+        return f"tau={float(layer.tau):g}"
+
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and self.tau == other.tau
 
@@ -280,77 +235,6 @@ class GumbelStraightThrough(Estimator):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(tau={self.tau})"
-
-
-class Reinforce(Estimator):
-    r"""REINFORCE, the unbiased score-function estimator (``"reinforce"``), for
-    :class:`~binary_neurons.StochasticBinary` layers.
-
-    The forward pass is the stochastic neuron's sample. The gradient reaching the
-    pre-activation is not built from :math:`g` but from the per-example loss :math:`L` and a
-    per-unit baseline :math:`b` (Williams, 1992, "Simple statistical gradient-following
-    algorithms for connectionist reinforcement learning", Machine Learning 8; Bengio, Léonard &
-    Courville, 2013, arXiv:1308.3432):
-
-    .. math::
-        \frac{\partial L}{\partial a} \approx s \, (y - \sigma(s a)) \, (L - b),
-
-    whose expectation over the sample is the exact gradient of :math:`\mathbb{E}[L]` for any
-    :math:`b` that does not depend on the sample. The training loop hands the per-example loss
-    to :func:`~binary_neurons.reinforce_loss`, which returns the term to add to the loss before
-    ``backward()``; the layer's output passes no gradient of its own, and (in eager mode) a
-    backward pass through it without that term is an error.
-
-    Args:
-        baseline: ``"variance"`` (default): the variance-minimising baseline
-            :math:`b = \mathbb{E}[(y - p)^2 L] / \mathbb{E}[(y - p)^2]` per unit, from moving
-            averages of the two expectations over batches (numerator from 0, denominator from 1,
-            divided as ``numerator / (denominator + 1e-4)``); the averages are buffers of the
-            layer, saved in its ``state_dict``, and the baseline used for a batch is the one
-            from before that batch, so it never depends on the sample it corrects.
-            ``"none"``: :math:`b = 0`. Either can be overridden per call by
-            :func:`~binary_neurons.reinforce_loss`'s ``baseline`` argument.
-        decay: the moving averages' decay, in [0, 1). Default: 0.95.
-
-    Examples:
-        >>> import binary_neurons as bn
-        >>> layer = bn.StochasticBinary(estimator="reinforce")
-        >>> layer.estimator
-        Reinforce(baseline='variance', decay=0.95)
-    """
-
-    name = "reinforce"
-    needs_sample = True
-    needs_loss = True
-    BASELINES = ("variance", "none")
-
-    def __init__(self, baseline: str = "variance", decay: float = 0.95) -> None:
-        if baseline not in self.BASELINES:
-            valid = " or ".join(repr(name) for name in self.BASELINES)
-            raise ValueError(f"unknown baseline {baseline!r}; expected {valid}")
-        decay = float(decay)
-        if not 0 <= decay < 1:
-            raise ValueError(f"decay must be in [0, 1), got {decay!r}")
-        self.baseline = baseline
-        self.decay = decay
-
-    def backward(self, grad_output: Tensor, input: Tensor, slope: Tensor) -> Tensor:
-        raise NotImplementedError(
-            "REINFORCE's gradient comes from the loss, not from grad_output: use it through a "
-            "StochasticBinary layer and binary_neurons.reinforce_loss"
-        )
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            type(self) is type(other)
-            and (self.baseline, self.decay) == (other.baseline, other.decay)
-        )
-
-    def __hash__(self) -> int:
-        return hash((type(self), self.baseline, self.decay))
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(baseline={self.baseline!r}, decay={self.decay})"
 
 
 #: The built-in estimators by name.
@@ -369,28 +253,39 @@ ESTIMATORS: dict[str, type[Estimator]] = {
 EstimatorLike = Union[str, Estimator]
 
 
-def get_estimator(estimator: EstimatorLike) -> Estimator:
+def get_estimator(estimator: EstimatorLike, **options: Any) -> Estimator:
     """Return the estimator named by ``estimator``, or ``estimator`` itself if it is one.
 
     Args:
         estimator: one of ``"identity"``, ``"sigmoid"``, ``"annealed"``, ``"clipped"``,
             ``"gumbel"``, ``"reinforce"``, or an :class:`Estimator` instance.
+        **options: passed to the named estimator's constructor: ``clip_value`` for
+            ``"clipped"``, ``tau`` for ``"gumbel"``, ``baseline`` and ``decay`` for
+            ``"reinforce"``.
 
     Raises:
         ValueError: for an unknown name.
-        TypeError: for anything that is neither a string nor an :class:`Estimator`, or an
-            :class:`Estimator` that implements no :meth:`~Estimator.backward`.
+        TypeError: for anything that is neither a string nor an :class:`Estimator`, an
+            :class:`Estimator` that implements no :meth:`~Estimator.backward`, options the
+            named estimator does not take, or options beside an instance.
 
     Examples:
         >>> from binary_neurons import get_estimator
         >>> get_estimator("annealed").anneals
         True
+        >>> get_estimator("gumbel", tau=0.5)
+        GumbelStraightThrough(tau=0.5)
         >>> get_estimator("ste")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
             ...
         ValueError: unknown estimator 'ste'; expected one of 'identity', 'sigmoid', ...
     """
     if isinstance(estimator, Estimator):
+        if options:
+            raise TypeError(
+                f"options {sorted(options)} are for an estimator given by name; set them on "
+                f"the {type(estimator).__name__} instance instead"
+            )
         if estimator.kernel is None and type(estimator).backward is Estimator.backward:
             raise TypeError(
                 f"{type(estimator).__name__} has no backward: subclass Estimator and implement "
@@ -399,13 +294,22 @@ def get_estimator(estimator: EstimatorLike) -> Estimator:
         return estimator
     if isinstance(estimator, str):
         try:
-            return ESTIMATORS[estimator]()
+            cls = ESTIMATORS[estimator]
         except KeyError:
             valid = ", ".join(repr(name) for name in ESTIMATORS)
             raise ValueError(
                 f"unknown estimator {estimator!r}; expected one of {valid} "
                 "or an Estimator instance"
             ) from None
+        if options:  # (only then: torch.compile does not trace inspect)
+            accepted = list(inspect.signature(cls).parameters)
+            unknown = sorted(set(options) - set(accepted))
+            if unknown:
+                takes = "options " + ", ".join(accepted) if accepted else "no options"
+                raise TypeError(
+                    f"estimator {estimator!r} takes {takes}; got {', '.join(unknown)}"
+                )
+        return cls(**options)
     raise TypeError(
         "estimator must be a string or an Estimator instance, "
         f"got {type(estimator).__name__}"

@@ -7,109 +7,17 @@ pseudo-gradient (see :class:`~binary_neurons.Estimator`).
 
 from __future__ import annotations
 
-from typing import Optional, Union
+import warnings
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
 
-from . import _ops
-from ._validation import positive_finite
-from .estimators import Estimator, EstimatorLike, get_estimator
+from . import _apply
+from ._apply import SlopeLike, to_signed
+from .estimators import EstimatorLike, get_estimator
 
-__all__ = ["deterministic_binary", "stochastic_binary", "preactivation"]
-
-SlopeLike = Union[float, Tensor]
-
-# Seeds are drawn from [0, 2**62): wide enough for Philox keys, and inside the range that
-# torch.compile's randint lowering handles.
-_SEED_HIGH = 2**62
-
-
-def check_input(input: Tensor) -> None:
-    """Raise ``TypeError`` unless ``input`` is a floating-point tensor."""
-    if not isinstance(input, Tensor):
-        raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
-    if not input.is_floating_point():
-        raise TypeError(
-            "input must be a floating-point tensor (float16, bfloat16, float32 or float64), "
-            f"got {input.dtype}"
-        )
-
-
-def check_slope_value(slope: float) -> float:
-    """Return ``slope`` as a float if it is a finite number > 0, else raise ``ValueError``."""
-    return positive_finite("slope", slope, accepted="a number or a 0-dim tensor")
-
-
-def _as_slope_tensor(slope: SlopeLike, input: Tensor) -> Tensor:
-    if isinstance(slope, Tensor):
-        if slope.numel() != 1 or not slope.is_floating_point():
-            raise ValueError(
-                "slope must be a floating-point tensor with one element, "
-                f"got shape {tuple(slope.shape)} and dtype {slope.dtype}"
-            )
-        if slope.device.type != "cpu" and slope.device != input.device:
-            raise ValueError(
-                f"slope is on {slope.device} but input is on {input.device}; "
-                "expected the input's device or the CPU"
-            )
-        if slope.device.type == "cpu" and not torch.compiler.is_compiling():
-            # Reading a CPU scalar costs nothing; a device scalar is validated by its owner
-            # (the layers check their slope whenever it is set).
-            check_slope_value(slope.item())
-        return slope.reshape(())
-    return _number_tensor(check_slope_value(slope), input)
-
-
-def _number_tensor(value: float, input: Tensor) -> Tensor:
-    """A checked number as the op's 0-dim argument. Eagerly a CPU tensor: the kernels of every
-    device read it as a number, with no copy to the device. In a graph compiled for a GPU, a
-    constant on the GPU: a CPU tensor there would keep Inductor from using CUDA graphs
-    (``mode="reduce-overhead"``)."""
-    if input.device.type == "cuda" and torch.compiler.is_compiling():
-        return torch.full((), value, dtype=torch.float64, device=input.device)
-    return torch.tensor(value, dtype=torch.float64)
-
-
-def _indexed(device: torch.device) -> torch.device:
-    """``device`` with its index: a bare ``cuda`` (as ``torch.Generator("cuda")`` reports) is the
-    current device, which is where that generator's draws go."""
-    device = torch.device(device)
-    if device.type == "cpu" or device.index is not None:
-        return device
-    return torch.device(device.type, torch.get_device_module(device.type).current_device())
-
-
-def draw_seed(input: Tensor, generator: Optional[torch.Generator]) -> Tensor:
-    """Draw the op's seed for ``input`` from ``generator`` (or the device's default)."""
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-            )
-        if _indexed(generator.device) != input.device:
-            raise ValueError(
-                f"generator is on {generator.device} but input is on {input.device}; "
-                "expected a generator on the input's device"
-            )
-    return torch.randint(
-        0, _SEED_HIGH, (), dtype=torch.int64, device=input.device, generator=generator
-    )
-
-
-class _PythonEstimatorFunction(torch.autograd.Function):
-    """Runs the op's forward with the backward of a user-defined :class:`Estimator`."""
-
-    @staticmethod
-    def forward(ctx, input, slope, seed, estimator):
-        ctx.save_for_backward(input, slope)
-        ctx.estimator = estimator
-        return _ops.threshold_sample(input, slope, seed, "identity", 0.0)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        input, slope = ctx.saved_tensors
-        return ctx.estimator.backward(grad_output, input, slope), None, None, None
+__all__ = ["deterministic_binary", "stochastic_binary", "preactivation", "to_signed"]
 
 
 def _binary(
@@ -120,54 +28,13 @@ def _binary(
     signed: bool,
 ) -> Tensor:
     estimator = get_estimator(estimator)
-    if estimator.needs_loss:
-        raise ValueError(
-            f"estimator {estimator.name!r} needs the per-example loss, which a StochasticBinary "
-            "layer collects (see binary_neurons.reinforce_loss); the functional forms cannot"
-        )
     if estimator.needs_sample and seed is None:
         raise ValueError(
             f"estimator {estimator.name!r} needs a stochastic neuron's sample; use it with "
             "stochastic_binary or StochasticBinary"
         )
-    return apply_binary(input, estimator, _as_slope_tensor(slope, input), seed, signed=signed)
-
-
-def to_signed(y: Tensor) -> Tensor:
-    """``2 y - 1``: {0, 1} to {-1, +1} (and a probability to the expected signed output)."""
-    return y * 2 - 1
-
-
-def apply_binary(
-    input: Tensor,
-    estimator: Estimator,
-    slope: Tensor,
-    seed: Optional[Tensor],
-    tau: Optional[Tensor] = None,
-    signed: bool = False,
-) -> Tensor:
-    """Run the op with an already validated estimator and 0-dim slope tensor.
-
-    The layers call this directly: their slope (and tau) buffers are validated whenever they are
-    set, so the per-call checks of the public functions would only add latency to small inputs.
-    With ``signed``, the output is ``2 y - 1`` and the pseudo-gradient is scaled by the
-    estimator's ``signed_scale``.
-    """
-    if estimator.kernel is None:
-        y = _PythonEstimatorFunction.apply(input, slope, seed, estimator)
-    else:
-        if estimator.kernel == "gumbel" and tau is None:
-            tau = _number_tensor(estimator.tau, input)
-        y = _ops.threshold_sample(
-            input, slope, seed, estimator.kernel, estimator.clip_value, tau
-        )
-    if not signed:
-        return y
-    scale = estimator.signed_scale
-    if scale == 2.0:  # the surrogate's own derivative: that of 2 y - 1
-        return to_signed(y)
-    # 2 y - 1 in value, with `scale` times y's pseudo-gradient.
-    return y * scale + (y.detach() * (2 - scale) - 1)
+    slope = _apply.as_slope_tensor(slope, input)
+    return _apply.run(input, estimator, slope, seed, None, signed)
 
 
 def deterministic_binary(
@@ -217,7 +84,7 @@ def deterministic_binary(
         >>> a.grad  # s * p * (1 - p) with p = sigmoid(a)
         tensor([0.1966, 0.2500, 0.1050])
     """
-    check_input(input)
+    _apply.check_input(input)
     return _binary(input, estimator, slope, None, signed)
 
 
@@ -267,8 +134,8 @@ def stochastic_binary(
         >>> abs(y.mean().item() - 0.5) < 0.02
         True
     """
-    check_input(input)
-    return _binary(input, estimator, slope, draw_seed(input, generator), signed)
+    _apply.check_input(input)
+    return _binary(input, estimator, slope, _apply.draw_seed(input, generator), signed)
 
 
 def preactivation(input: Tensor, slope: SlopeLike = 1.0) -> Tensor:
@@ -288,6 +155,58 @@ def preactivation(input: Tensor, slope: SlopeLike = 1.0) -> Tensor:
         >>> preactivation(torch.tensor([0.0, 2.0]), slope=0.5)
         tensor([0.5000, 0.7311])
     """
-    check_input(input)
-    slope = _as_slope_tensor(slope, input)
+    _apply.check_input(input)
+    slope = _apply.as_slope_tensor(slope, input)
     return torch.sigmoid(input * slope.to(device=input.device, dtype=input.dtype))
+
+
+def _apply_binary(
+    input: Tensor,
+    estimator: Any,
+    slope: Tensor,
+    seed: Optional[Tensor],
+    tau: Optional[Tensor] = None,
+    signed: bool = False,
+) -> Tensor:
+    """What ``apply_binary`` did: run an estimator with an already checked slope (and tau)."""
+    estimator = get_estimator(estimator)
+    holder = None if tau is None else torch.nn.Module()
+    if holder is not None:
+        holder.tau = tau
+    return _apply.run(input, estimator, slope, seed, holder, signed)
+
+
+# Plumbing that used to be public here: (what it was, what to use instead).
+_DEPRECATED: dict[str, tuple[Callable, str]] = {
+    "check_input": (
+        _apply.check_input,
+        "nothing: deterministic_binary, stochastic_binary and the layers check their input",
+    ),
+    "check_slope_value": (
+        _apply.check_slope_value,
+        "nothing: the functions and layers check the slope (a layer's set_slope too)",
+    ),
+    "draw_seed": (
+        _apply.draw_seed,
+        "stochastic_binary(input, generator=...) or StochasticBinary()(input, generator), which "
+        "draw the seed themselves",
+    ),
+    "apply_binary": (
+        _apply_binary,
+        "deterministic_binary or stochastic_binary, or a DeterministicBinary or "
+        "StochasticBinary layer",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        function, instead = _DEPRECATED[name]
+        warnings.warn(
+            f"binary_neurons.functional.{name} is deprecated and will be removed (it was internal "
+            f"plumbing); use {instead}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return function
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

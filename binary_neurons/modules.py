@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 
-from . import functional as F
-from . import reinforce
-from ._validation import positive_finite
-from .estimators import EstimatorLike, GumbelStraightThrough, get_estimator
+from . import _apply
+from ._arguments import positive_finite
+from .estimators import EstimatorLike, get_estimator
+from .functional import preactivation
 
 __all__ = ["BinaryNeuron", "DeterministicBinary", "StochasticBinary"]
 
-# What a "gumbel" or "reinforce" layer thresholds with in evaluation mode
-# (eval_mode="threshold").
+# What a layer whose estimator needs the sample ("gumbel", "reinforce") thresholds with in
+# evaluation mode (eval_mode="threshold"): there is no sample to work from.
 _THRESHOLD_ESTIMATOR = get_estimator("sigmoid")
 
 
@@ -23,8 +23,10 @@ class BinaryNeuron(nn.Module):
     r"""Base class of the binary-neuron layers: an estimator and a slope.
 
     The slope is a 0-dim buffer named ``slope``: it is saved in the ``state_dict``, moves with
-    the module, and is what :class:`~binary_neurons.SlopeAnnealer` raises. With the
-    ``"gumbel"`` estimator the temperature is a second such buffer, ``tau``. A binary neuron
+    the module, and is what :class:`~binary_neurons.SlopeAnnealer` raises. An estimator with a
+    temperature (``"gumbel"``) keeps it in a second such buffer, ``tau`` (``None`` otherwise),
+    which the annealer can lower; any other state an estimator keeps (REINFORCE's baselines) is
+    its own buffers, registered by :meth:`~binary_neurons.Estimator.attach`. A binary neuron
     has no learnable parameters.
 
     Args:
@@ -34,6 +36,9 @@ class BinaryNeuron(nn.Module):
         signed: output :math:`\{-1, +1\}` (:math:`2y - 1`) instead of :math:`\{0, 1\}`; see
             :func:`~binary_neurons.functional.deterministic_binary` for the pseudo-gradients.
             Default: False.
+        **options: the options of an estimator given by name (see
+            :func:`~binary_neurons.get_estimator`): ``clip_value`` for ``"clipped"``, ``tau``
+            for ``"gumbel"``, ``baseline`` and ``decay`` for ``"reinforce"``.
 
     Examples:
         >>> import binary_neurons as bn
@@ -49,29 +54,31 @@ class BinaryNeuron(nn.Module):
     tau: Optional[Tensor]
 
     def __init__(
-        self, estimator: EstimatorLike = "sigmoid", slope: float = 1.0, signed: bool = False
+        self,
+        estimator: EstimatorLike = "sigmoid",
+        slope: float = 1.0,
+        signed: bool = False,
+        **options: Any,
     ) -> None:
         super().__init__()
-        self.estimator = get_estimator(estimator)
+        self.estimator = get_estimator(estimator, **options)
         self.signed = bool(signed)
-        self.register_buffer("slope", torch.tensor(F.check_slope_value(slope)))
-        gumbel = isinstance(self.estimator, GumbelStraightThrough)
-        self.register_buffer("tau", torch.tensor(self.estimator.tau) if gumbel else None)
-        if self.estimator.needs_loss:
-            reinforce.attach_state(self)
+        self.register_buffer("slope", torch.tensor(_apply.check_slope_value(slope)))
+        self.register_buffer("tau", None)  # the temperature, for an estimator that has one
+        self.estimator.attach(self)
 
     def set_slope(self, value: float) -> None:
         """Set the slope to ``value`` (a finite number > 0), in place."""
-        value = F.check_slope_value(value)
+        value = _apply.check_slope_value(value)
         with torch.no_grad():
             self.slope.fill_(value)
 
     def set_tau(self, value: float) -> None:
-        """Set the Gumbel estimator's temperature to ``value`` (a finite number > 0), in place."""
+        """Set the estimator's temperature to ``value`` (a finite number > 0), in place."""
         if self.tau is None:
             raise ValueError(
-                f"this layer's estimator is {self.estimator.name!r}; only 'gumbel' has a "
-                "temperature"
+                f"this layer's estimator {self.estimator.name!r} has no temperature (the "
+                "'gumbel' estimator has one)"
             )
         value = positive_finite("tau", value)
         with torch.no_grad():
@@ -79,26 +86,23 @@ class BinaryNeuron(nn.Module):
 
     def probability(self, input: Tensor) -> Tensor:
         r"""The preactivated output :math:`p = \sigma(s a)` at the layer's current slope."""
-        return F.preactivation(input, self.slope)
+        return preactivation(input, self.slope)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for name in ("slope", "tau"):
-            value = state_dict.get(prefix + name)
-            if isinstance(value, Tensor) and value.numel() == 1:
-                positive_finite(f"{prefix}{name} in the state_dict", value.item())
-        if self.estimator.needs_loss:
-            reinforce.shape_state(self, state_dict, prefix)
+        value = state_dict.get(prefix + "slope")
+        if isinstance(value, Tensor) and value.numel() == 1:
+            positive_finite(f"{prefix}slope in the state_dict", value.item())
+        self.estimator.load_state(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
-        text = f"estimator={self.estimator.name!r}, slope={float(self.slope):g}"
-        if self.estimator.name == "clipped":
-            text += f", clip_value={self.estimator.clip_value:g}"
-        if self.tau is not None:
-            text += f", tau={float(self.tau):g}"
-        if self.estimator.needs_loss:
-            text += f", baseline={self.estimator.baseline!r}"
-        return text + (", signed=True" if self.signed else "")
+        parts = [f"estimator={self.estimator.name!r}", f"slope={float(self.slope):g}"]
+        estimator_part = self.estimator.extra_repr(self)
+        if estimator_part:
+            parts.append(estimator_part)
+        if self.signed:
+            parts.append("signed=True")
+        return ", ".join(parts)
 
 
 class DeterministicBinary(BinaryNeuron):
@@ -112,6 +116,7 @@ class DeterministicBinary(BinaryNeuron):
             ``"annealed"``, ``"clipped"``, or an :class:`~binary_neurons.estimators.Estimator`.
         slope: the initial slope :math:`s > 0`. Default: 1.0.
         signed: output :math:`\{-1, +1\}` instead of :math:`\{0, 1\}`. Default: False.
+        **options: the named estimator's options, e.g. ``clip_value=0.5`` for ``"clipped"``.
 
     Shape:
         Input: :math:`(*)`, any shape.
@@ -131,9 +136,13 @@ class DeterministicBinary(BinaryNeuron):
     """
 
     def __init__(
-        self, estimator: EstimatorLike = "sigmoid", slope: float = 1.0, signed: bool = False
+        self,
+        estimator: EstimatorLike = "sigmoid",
+        slope: float = 1.0,
+        signed: bool = False,
+        **options: Any,
     ) -> None:
-        super().__init__(estimator, slope, signed)
+        super().__init__(estimator, slope, signed, **options)
         if self.estimator.needs_sample:
             raise ValueError(
                 f"estimator {self.estimator.name!r} needs a stochastic neuron's sample; use "
@@ -148,8 +157,8 @@ class DeterministicBinary(BinaryNeuron):
             generator: ignored (a deterministic neuron draws no noise); accepted so that a model
                 can call either neuron type the same way.
         """
-        F.check_input(input)
-        return F.apply_binary(input, self.estimator, self.slope, None, signed=self.signed)
+        _apply.check_input(input)
+        return _apply.run(input, self.estimator, self.slope, None, self, self.signed)
 
 
 class StochasticBinary(BinaryNeuron):
@@ -164,11 +173,13 @@ class StochasticBinary(BinaryNeuron):
 
     Args:
         estimator: the gradient estimator: ``"identity"``, ``"sigmoid"`` (default),
-            ``"annealed"``, ``"clipped"``, ``"gumbel"``, or an
+            ``"annealed"``, ``"clipped"``, ``"gumbel"``, ``"reinforce"``, or an
             :class:`~binary_neurons.estimators.Estimator`.
         slope: the initial slope :math:`s > 0`. Default: 1.0.
         eval_mode: ``"sample"`` (default), ``"threshold"`` or ``"probability"``.
         signed: output :math:`\{-1, +1\}` instead of :math:`\{0, 1\}`. Default: False.
+        **options: the named estimator's options: ``tau=0.5`` for ``"gumbel"``,
+            ``clip_value`` for ``"clipped"``, ``baseline`` and ``decay`` for ``"reinforce"``.
 
     Shape:
         Input: :math:`(*)`, any shape.
@@ -198,8 +209,9 @@ class StochasticBinary(BinaryNeuron):
         slope: float = 1.0,
         eval_mode: str = "sample",
         signed: bool = False,
+        **options: Any,
     ) -> None:
-        super().__init__(estimator, slope, signed)
+        super().__init__(estimator, slope, signed, **options)
         self.eval_mode = eval_mode
 
     @property
@@ -223,21 +235,16 @@ class StochasticBinary(BinaryNeuron):
             generator: a :class:`torch.Generator` on the input's device for the noise, or
                 ``None`` for the default generator.
         """
-        F.check_input(input)
-        estimator = self.estimator
+        _apply.check_input(input)
         if self.training or self.eval_mode == "sample":
-            seed = F.draw_seed(input, generator)
-            if estimator.needs_loss:
-                y = reinforce.sample(self, input, seed)
-                return F.to_signed(y) if self.signed else y
-        elif self.eval_mode == "threshold":
-            seed = None
-            if estimator.needs_sample:  # nothing sampled to relax: the sigmoid's gradient
-                estimator = _THRESHOLD_ESTIMATOR
-        else:
-            probability = self.probability(input)
-            return F.to_signed(probability) if self.signed else probability
-        return F.apply_binary(input, estimator, self.slope, seed, self.tau, self.signed)
+            seed = _apply.draw_seed(input, generator)
+            return _apply.run(input, self.estimator, self.slope, seed, self, self.signed)
+        if self.eval_mode == "threshold":
+            # Nothing sampled for an estimator that needs the sample: the sigmoid's gradient.
+            estimator = _THRESHOLD_ESTIMATOR if self.estimator.needs_sample else self.estimator
+            return _apply.run(input, estimator, self.slope, None, self, self.signed)
+        probability = self.probability(input)
+        return _apply.to_signed(probability) if self.signed else probability
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", eval_mode={self.eval_mode!r}"

@@ -1,13 +1,15 @@
-r"""REINFORCE for stochastic binary layers: the samples a layer keeps and the loss term.
+r"""REINFORCE for stochastic binary layers: the estimator, the samples a layer keeps and the
+loss term.
 
-A :class:`~binary_neurons.StochasticBinary` layer with the ``"reinforce"`` estimator samples as
-usual and keeps, for each forward pass that autograd records, its pre-activation, sample and
+A :class:`~binary_neurons.StochasticBinary` layer with the ``"reinforce"`` estimator
+(:class:`Reinforce`) samples as usual and keeps, for each forward pass that autograd records, its pre-activation, sample and
 probability. :func:`reinforce_loss` turns those and the per-example loss into the term whose
 gradient is the REINFORCE estimate, updates the layers' baselines, and clears what they kept.
 """
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
@@ -15,16 +17,118 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from . import _fallback, _ops
-from .estimators import Reinforce
+from . import _ops
+from ._arguments import opmath_dtype
+from ._estimator import Estimator
 
-__all__ = ["reinforce_loss"]
+__all__ = ["Reinforce", "reinforce_loss"]
 
 # Added to the baseline's denominator, as in Bengio et al.'s and the R2RT post's code.
 _DENOMINATOR_EPSILON = 1e-4
-# A layer keeping more live forward passes than this has lost its loop's reinforce_loss call.
-_MAX_PENDING = 64
+# Passes live until a reinforce_loss call (under torch.compile, where a pass cannot tell when its
+# graph is gone, even if their outputs were dropped); at this many, a warning says that call may
+# be missing. It warns, never raises: a long recurrent loop may legitimately come near it.
+_COMPILED_PASSES_WARNING = 10_000
 _BUFFERS = ("reinforce_numerator", "reinforce_denominator")
+
+
+class Reinforce(Estimator):
+    r"""REINFORCE, the unbiased score-function estimator (``"reinforce"``), for
+    :class:`~binary_neurons.StochasticBinary` layers.
+
+    The forward pass is the stochastic neuron's sample. The gradient reaching the
+    pre-activation is not built from :math:`g` but from the per-example loss :math:`L` and a
+    per-unit baseline :math:`b` (Williams, 1992, "Simple statistical gradient-following
+    algorithms for connectionist reinforcement learning", Machine Learning 8; Bengio, Léonard &
+    Courville, 2013, arXiv:1308.3432):
+
+    .. math::
+        \frac{\partial L}{\partial a} \approx s \, (y - \sigma(s a)) \, (L - b),
+
+    whose expectation over the sample is the exact gradient of :math:`\mathbb{E}[L]` for any
+    :math:`b` that does not depend on the sample. The training loop hands the per-example loss
+    to :func:`~binary_neurons.reinforce_loss`, which returns the term to add to the loss before
+    ``backward()``; the layer's output passes no gradient of its own, and (in eager mode) a
+    backward pass through it without that term is an error.
+
+    Args:
+        baseline: ``"variance"`` (default): the variance-minimising baseline
+            :math:`b = \mathbb{E}[(y - p)^2 L] / \mathbb{E}[(y - p)^2]` per unit, from moving
+            averages of the two expectations over batches (numerator from 0, denominator from 1,
+            divided as ``numerator / (denominator + 1e-4)``); the averages are buffers of the
+            layer, saved in its ``state_dict``, and the baseline used for a batch is the one
+            from before that batch, so it never depends on the sample it corrects.
+            ``"none"``: :math:`b = 0`. Either can be overridden per call by
+            :func:`~binary_neurons.reinforce_loss`'s ``baseline`` argument.
+        decay: the moving averages' decay, in [0, 1). Default: 0.95.
+
+    Examples:
+        >>> import binary_neurons as bn
+        >>> layer = bn.StochasticBinary(estimator="reinforce")
+        >>> layer.estimator
+        Reinforce(baseline='variance', decay=0.95)
+    """
+
+    name = "reinforce"
+    needs_sample = True
+    needs_loss = True
+    signed_scale = 2.0  # y passes no gradient: only the value 2 y - 1 matters
+    BASELINES = ("variance", "none")
+
+    def __init__(self, baseline: str = "variance", decay: float = 0.95) -> None:
+        if baseline not in self.BASELINES:
+            valid = " or ".join(repr(name) for name in self.BASELINES)
+            raise ValueError(f"unknown baseline {baseline!r}; expected {valid}")
+        decay = float(decay)
+        if not 0 <= decay < 1:
+            raise ValueError(f"decay must be in [0, 1), got {decay!r}")
+        self.baseline = baseline
+        self.decay = decay
+
+    def backward(self, grad_output: Tensor, input: Tensor, slope: Tensor) -> Tensor:
+        raise NotImplementedError(
+            "REINFORCE's gradient comes from the loss, not from grad_output: use it through a "
+            "StochasticBinary layer and binary_neurons.reinforce_loss"
+        )
+
+    def attach(self, layer: nn.Module) -> None:
+        attach_state(layer)
+
+    def load_state(self, layer: nn.Module, state_dict: dict, prefix: str) -> None:
+        shape_state(layer, state_dict, prefix)
+
+    def extra_repr(self, layer: nn.Module) -> str:
+        return f"baseline={self.baseline!r}"
+
+    def apply(
+        self,
+        input: Tensor,
+        slope: Tensor,
+        seed: Optional[Tensor],
+        layer: Optional[nn.Module] = None,
+    ) -> Tensor:
+        if layer is None:
+            raise ValueError(
+                f"estimator {self.name!r} needs the per-example loss, which a StochasticBinary "
+                "layer collects (see binary_neurons.reinforce_loss); the functional forms cannot"
+            )
+        return sample(layer, input, seed)
+
+    def without_sample(self) -> Estimator:
+        return _THRESHOLD_ESTIMATOR
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(self) is type(other)
+            and (self.baseline, self.decay) == (other.baseline, other.decay)
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.baseline, self.decay))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(baseline={self.baseline!r}, decay={self.decay})"
+
 
 
 @dataclass
@@ -95,14 +199,19 @@ def sample(layer: nn.Module, input: Tensor, seed: Tensor) -> Tensor:
     autograd records."""
     if not (layer.training and torch.is_grad_enabled() and input.requires_grad):
         return _ops.threshold_sample(input, layer.slope, seed, "identity", 0.0)
+    # A layer may run many times in one step (a recurrent loop): every pass is kept until
+    # reinforce_loss. A pass whose graph is gone (its output dropped) can never get a gradient and
+    # is forgotten, so nothing piles up; a forgotten reinforce_loss is an error at backward().
     pending_list = [pending for pending in layer._reinforce_pending if pending.alive()]
-    if len(pending_list) >= _MAX_PENDING:
-        raise RuntimeError(
+    if len(pending_list) == _COMPILED_PASSES_WARNING:
+        warnings.warn(
             f"a REINFORCE layer ({layer.extra_repr()}) holds {len(pending_list)} forward passes "
             "that no reinforce_loss call consumed; call binary_neurons.reinforce_loss(model, "
-            "per_example_loss) once per training step"
+            "per_example_loss) once per training step",
+            RuntimeWarning,
+            stacklevel=4,
         )
-    opmath = _fallback._opmath_dtype(input.dtype)
+    opmath = opmath_dtype(input.dtype)
     slope = layer.slope.detach().clone()
     pending = _Pending(input, layer.probability(input.detach().to(opmath)), slope)
     output = _ReinforceSample.apply(input, layer.slope, seed, pending, type(layer).__name__)
@@ -186,7 +295,7 @@ def reinforce_loss(
     layers = [
         (name, module)
         for name, module in model.named_modules()
-        if isinstance(getattr(module, "estimator", None), Reinforce)
+        if getattr(getattr(module, "estimator", None), "needs_loss", False)
     ]
     if not layers:
         raise ValueError(

@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import settings
 
-# `make fuzz` runs tests/test_fuzz.py under this profile; the default run does 100 cases.
+# `make fuzz` runs tests/op/test_fuzz.py under this profile; the default run does 100 cases.
 settings.register_profile("fuzz", max_examples=10_000)
 
 

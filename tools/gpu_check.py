@@ -42,10 +42,10 @@ from gpu_stages import Check, build, parser, rehearsal_default
 # and the files to run first within it (the rest of tests/ follows in pytest's order).
 PHASES = (
     ("core", "cuda and not compile and not cudagraphs", 90,
-     ["tests/test_cuda.py", "tests/test_native.py", "tests/test_functional.py"]),
+     ["tests/cuda/test_cuda.py", "tests/op/test_native.py", "tests/library/test_functional.py"]),
     ("compile", "cuda and compile and not cudagraphs", 45, []),
     # About ten Inductor compilations with the native kernels (the pure-PyTorch ones skip most).
-    ("graphs", "cuda and cudagraphs", 120, ["tests/test_cuda_graphs.py"]),
+    ("graphs", "cuda and cudagraphs", 120, ["tests/cuda/test_cuda_graphs.py"]),
 )
 BACKENDS = ("native", "python")
 SANITIZER_CAP = 60

@@ -266,27 +266,45 @@ BN_INLINE T sample(T u, T a, T slope) {
   return a != a ? a : y;
 }
 
+// The gradient kernels. Each is listed, with what it reads, in the kernel list
+// (binary_neurons/_kernel_list.py), from which the build generates the dispatch (kernel_list.h):
+// a new fused estimator is one function here, with this signature, and one entry there. g is the
+// incoming gradient, a the input, args the op's arguments, u the forward's uniform (0 for
+// kernels that do not read it).
+template <typename T>
+struct KernelArgs {
+  T slope;
+  T clip_value;  // rounded to the input's dtype
+  T tau;
+};
+
+// Straight-through: g.
+template <typename T>
+BN_INLINE T identity_grad(T g, T, const KernelArgs<T>&, T) {
+  return g;
+}
+
 // Sigmoid-adjusted straight-through: g slope sigmoid'(slope a).
 template <typename T>
-BN_INLINE T sigmoid_grad(T g, T a, T slope) {
-  return g * (slope * sigmoid_derivative(a * slope));
+BN_INLINE T sigmoid_grad(T g, T a, const KernelArgs<T>& args, T) {
+  return g * (args.slope * sigmoid_derivative(a * args.slope));
 }
 
 // Binary Gumbel (concrete) straight-through with the forward's uniform u and temperature tau:
 // g (slope / tau) q (1 - q), q = sigmoid((slope a - logit(u)) / tau). 1 - u is exact for the
 // uniforms' grid, so logit(u) = log(u) - log(1 - u) is as accurate as log.
 template <typename T>
-BN_INLINE T gumbel_grad(T g, T a, T slope, T tau, T u) {
+BN_INLINE T gumbel_grad(T g, T a, const KernelArgs<T>& args, T u) {
   const T logit_u = log_normal(u) - log_normal(T(1) - u);
-  const T z = (a * slope - logit_u) / tau;
-  return g * ((slope / tau) * sigmoid_derivative(z));
+  const T z = (a * args.slope - logit_u) / args.tau;
+  return g * ((args.slope / args.tau) * sigmoid_derivative(z));
 }
 
 // Clipped straight-through: g 1[|a| <= clip].
 template <typename T>
-BN_INLINE T clipped_grad(T g, T a, T clip) {
+BN_INLINE T clipped_grad(T g, T a, const KernelArgs<T>& args, T) {
   const T magnitude = a < T(0) ? -a : a;
-  return magnitude <= clip ? g : T(0);
+  return magnitude <= args.clip_value ? g : T(0);
 }
 
 }  // namespace binary_neurons

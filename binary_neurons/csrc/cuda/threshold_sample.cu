@@ -1,4 +1,5 @@
-// CUDA kernels of the threshold-and-sample op (the schema lives in ../threshold_sample.cpp).
+// CUDA kernels of the threshold-and-sample op (the schema is defined once, in
+// binary_neurons/_ops.py; the gradient kernels come from the generated kernel_list.h).
 //
 // Only indexing, vector access and launch are here: every value comes from ../elementwise.h,
 // which the CPU kernels call too, so both devices give the same bits for a given seed, dtype and
@@ -19,8 +20,8 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "../op_arguments.h"
 #include "../elementwise.h"
+#include "../op_arguments.h"
 
 namespace binary_neurons {
 namespace {
@@ -124,48 +125,32 @@ struct SampleOp {
   }
 };
 
-template <typename opmath_t>
-struct SigmoidGradOp {
-  static constexpr int kVec = PhiloxUniform<opmath_t>::kPerBlock;
-  DeviceScalar<double> slope;
-  __device__ void operator()(int64_t, const opmath_t* a, const opmath_t* g, opmath_t* y) const {
-    const opmath_t s = static_cast<opmath_t>(slope.get());
-    const bool valid = slope_is_valid(s);
-#pragma unroll
-    for (int k = 0; k < kVec; ++k) {
-      y[k] = valid ? sigmoid_grad(g[k], a[k], s) : std::numeric_limits<opmath_t>::quiet_NaN();
-    }
-  }
-};
-
-template <typename opmath_t>
-struct GumbelGradOp {
+// The gradient kernel K of the kernel list. A slope or tau read on the device that cannot be
+// used makes every output NaN (it cannot be checked without a synchronization).
+template <typename opmath_t, typename K>
+struct GradientOp {
   static constexpr int kVec = PhiloxUniform<opmath_t>::kPerBlock;
   DeviceScalar<double> slope;
   DeviceScalar<double> tau;
   DeviceScalar<int64_t> seed;
+  opmath_t clip_value;
   __device__ void operator()(int64_t group, const opmath_t* a, const opmath_t* g,
                              opmath_t* y) const {
-    const opmath_t s = static_cast<opmath_t>(slope.get());
-    const opmath_t t = static_cast<opmath_t>(tau.get());
-    const bool valid = slope_is_valid(s) && slope_is_valid(t);
-    uint32_t words[4];
-    philox4x32_10(static_cast<uint64_t>(group), static_cast<uint64_t>(seed.get()), words);
+    const KernelArgs<opmath_t> args{
+        K::kReadsSlope ? static_cast<opmath_t>(slope.get()) : opmath_t(0), clip_value,
+        K::kReadsTau ? static_cast<opmath_t>(tau.get()) : opmath_t(0)};
+    const bool valid = (!K::kReadsSlope || slope_is_valid(args.slope)) &&
+                       (!K::kReadsTau || slope_is_valid(args.tau));
+    uint32_t words[4] = {0, 0, 0, 0};
+    if constexpr (K::kReadsUniform) {
+      philox4x32_10(static_cast<uint64_t>(group), static_cast<uint64_t>(seed.get()), words);
+    }
 #pragma unroll
     for (int k = 0; k < kVec; ++k) {
-      const opmath_t u = PhiloxUniform<opmath_t>::from_words(words, k);
-      y[k] = valid ? gumbel_grad(g[k], a[k], s, t, u) : std::numeric_limits<opmath_t>::quiet_NaN();
+      const opmath_t u =
+          K::kReadsUniform ? PhiloxUniform<opmath_t>::from_words(words, k) : opmath_t(0);
+      y[k] = valid ? K::gradient(g[k], a[k], args, u) : std::numeric_limits<opmath_t>::quiet_NaN();
     }
-  }
-};
-
-template <typename opmath_t>
-struct ClippedGradOp {
-  static constexpr int kVec = PhiloxUniform<opmath_t>::kPerBlock;
-  opmath_t clip_value;
-  __device__ void operator()(int64_t, const opmath_t* a, const opmath_t* g, opmath_t* y) const {
-#pragma unroll
-    for (int k = 0; k < kVec; ++k) y[k] = clipped_grad(g[k], a[k], clip_value);
   }
 };
 
@@ -215,15 +200,15 @@ DeviceScalar<int64_t> seed_argument(const at::Tensor& seed, at::Tensor& holder) 
 
 at::Tensor threshold_sample_cuda(const at::Tensor& input, const at::Tensor& slope,
                                  const std::optional<at::Tensor>& seed,
-                                 c10::string_view estimator, double /*clip_value*/,
+                                 c10::string_view kernel, double /*clip_value*/,
                                  const std::optional<at::Tensor>& tau) {
   constexpr const char* kOp = "threshold_sample";
-  check_forward(kOp, input, slope, seed, estimator, tau);
+  const KernelInfo info = check_forward(kOp, input, slope, seed, kernel, tau);
   const c10::cuda::CUDAGuard guard(input.device());
   at::Tensor slope_holder;
   const DeviceScalar<double> slope_arg =
       positive_argument(kOp, "slope", slope, input, slope_holder);
-  if (estimator == "gumbel" && tau->device().is_cpu()) {  // the backward's; checked where given
+  if (info.reads_tau && tau->device().is_cpu()) {  // the backward's; checked where given
     host_positive(kOp, "tau", *tau, input);
   }
   at::Tensor out = at::empty_like(input);
@@ -243,50 +228,57 @@ at::Tensor threshold_sample_cuda(const at::Tensor& input, const at::Tensor& slop
   return out;
 }
 
-at::Tensor threshold_sample_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input,
-                                          const at::Tensor& slope, c10::string_view estimator,
-                                          double clip_value,
-                                          const std::optional<at::Tensor>& seed,
-                                          const std::optional<at::Tensor>& tau) {
-  constexpr const char* kOp = "threshold_sample_backward";
-  check_backward(kOp, grad_output, input, slope, estimator, seed, tau);
-  const c10::cuda::CUDAGuard guard(input.device());
-  at::Tensor slope_holder;
-  const DeviceScalar<double> slope_arg =
-      positive_argument(kOp, "slope", slope, input, slope_holder);
+// The backward with kernel K, the op's arguments checked.
+template <typename K>
+at::Tensor gradient_cuda(const char* op, const at::Tensor& grad_output, const at::Tensor& input,
+                         const DeviceScalar<double>& slope_arg, double clip_value,
+                         const std::optional<at::Tensor>& seed,
+                         const std::optional<at::Tensor>& tau) {
   at::Tensor out = at::empty_like(input);
-  if (estimator == "identity") {
+  if constexpr (!K::kReadsInput) {  // reads nothing: the identity (kernel list's rule)
     out.copy_(grad_output);
     return out;
   }
   const at::Tensor in = in_layout_of(input, out);
   const bool one_grad = is_one_value(grad_output);
   const at::Tensor grad = one_grad ? grad_output : in_layout_of(grad_output, out);
-  if (estimator == "sigmoid") {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
-      launch<scalar_t>(in, &grad, one_grad, out,
-                       SigmoidGradOp<at::opmath_type<scalar_t>>{slope_arg});
-    });
-    return out;
-  }
-  if (estimator == "gumbel") {
-    at::Tensor tau_holder;
-    at::Tensor seed_holder;
-    const DeviceScalar<double> tau_arg = positive_argument(kOp, "tau", *tau, input, tau_holder);
-    const DeviceScalar<int64_t> seed_arg = seed_argument(*seed, seed_holder);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
-      launch<scalar_t>(in, &grad, one_grad, out,
-                       GumbelGradOp<at::opmath_type<scalar_t>>{slope_arg, tau_arg, seed_arg});
-    });
-    return out;
-  }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kOp, [&] {
+  at::Tensor tau_holder;
+  at::Tensor seed_holder;
+  const DeviceScalar<double> tau_arg =
+      K::kReadsTau ? positive_argument(op, "tau", *tau, input, tau_holder)
+                   : DeviceScalar<double>{nullptr, 0.0};
+  const DeviceScalar<int64_t> seed_arg =
+      K::kReadsUniform ? seed_argument(*seed, seed_holder) : DeviceScalar<int64_t>{nullptr, 0};
+  constexpr const char* kDispatchName = "threshold_sample_backward";
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kDispatchName, [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     // Like torch.where(input.abs() <= clip_value, ...): the bound is rounded to the input's dtype.
     const opmath_t clip = static_cast<opmath_t>(static_cast<scalar_t>(clip_value));
-    launch<scalar_t>(in, &grad, one_grad, out, ClippedGradOp<opmath_t>{clip});
+    launch<scalar_t>(in, &grad, one_grad, out,
+                     GradientOp<opmath_t, K>{slope_arg, tau_arg, seed_arg, clip});
   });
   return out;
+}
+
+at::Tensor threshold_sample_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input,
+                                          const at::Tensor& slope, c10::string_view kernel,
+                                          double clip_value,
+                                          const std::optional<at::Tensor>& seed,
+                                          const std::optional<at::Tensor>& tau) {
+  constexpr const char* kOp = "threshold_sample_backward";
+  check_backward(kOp, grad_output, input, slope, kernel, seed, tau);
+  const c10::cuda::CUDAGuard guard(input.device());
+  at::Tensor slope_holder;
+  const DeviceScalar<double> slope_arg =
+      positive_argument(kOp, "slope", slope, input, slope_holder);
+#define BN_RUN(K)                                                                      \
+  if (kernel == K::kName) {                                                            \
+    return gradient_cuda<K>(kOp, grad_output, input, slope_arg, clip_value, seed, tau); \
+  }
+  BN_FOR_EACH_KERNEL(BN_RUN)
+#undef BN_RUN
+  TORCH_INTERNAL_ASSERT(false, "check_backward let an unknown kernel through");
+  return {};
 }
 
 }  // namespace

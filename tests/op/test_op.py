@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ from torch import nn
 
 import binary_neurons as bn
 from binary_neurons import _ops
+from binary_neurons._kernel_list import KERNELS, READABLE, Kernel, header
 
 OP = torch.ops.binary_neurons.threshold_sample.default
 OP_BACKWARD = torch.ops.binary_neurons.threshold_sample_backward.default
@@ -66,7 +69,10 @@ def test_op_is_a_function_of_its_seed(device):
 
 def test_unknown_fused_estimator_in_backward():
     # Native and fallback kernels raise different exception types but the same message.
-    message = "threshold_sample_backward: unknown estimator 'ste'; expected 'identity', 'sigmoid'"
+    message = (
+        "threshold_sample_backward: unknown kernel 'ste'; expected 'identity', 'sigmoid', "
+        "'clipped' or 'gumbel'"
+    )
     with pytest.raises((RuntimeError, ValueError), match=message):
         OP_BACKWARD(torch.ones(2), torch.ones(2), torch.tensor(1.0), "ste", 1.0)
 
@@ -175,3 +181,57 @@ def test_compile_no_recompile_when_annealing(estimator, settings, expected):
             annealer.step()
     name, values = expected
     assert getattr(annealer, name) == pytest.approx(values)
+
+
+# ---------------------------------------------------------------------------------------------
+# One list of kernels.
+
+_CSRC = Path(bn.__file__).parent / "csrc"
+_LIBRARY = Path(bn.__file__).parent
+
+
+def test_kernel_names_are_written_once():
+    # The kernel list (binary_neurons/_kernel_list.py) is the only place that names a kernel: the
+    # C++ and CUDA dispatch, both backends' argument checks and the autograd formula read it.
+    # Estimators name theirs in their class.
+    for path in [*_CSRC.rglob("*.cpp"), *_CSRC.rglob("*.cu"), *_CSRC.rglob("*.h")]:
+        text = path.read_text()
+        for name in KERNELS:
+            assert f'"{name}"' not in text, f'{path.name} names the kernel "{name}"'
+    # In Python, the code (not the docs) outside the list and the estimators names none of the
+    # kernels that are not also a layer's default ("sigmoid") or the forward-only "identity".
+    allowed = {"_kernel_list.py", "estimators.py"}
+    for path in _LIBRARY.glob("*.py"):
+        if path.name in allowed:
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body
+            and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+        }
+        named = {
+            node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and id(node) not in docstrings
+            and node.value in ("clipped", "gumbel")
+        }
+        assert not named, f"{path.name} names the kernels {sorted(named)}"
+
+
+def test_generated_header_follows_the_list():
+    text = header()
+    for kernel in KERNELS.values():
+        assert f'static constexpr const char* kName = "{kernel.name}";' in text
+        assert f"return {kernel.function}(g, a, args, u);" in text
+        for what in READABLE:
+            flag = str(what in kernel.reads).lower()
+            assert f"kReads{what.title().replace('_', '')} = {flag};" in text
+        assert f"T {kernel.function}(T g, T" in (_CSRC / "elementwise.h").read_text()
+    assert "#define BN_FOR_EACH_KERNEL(X) " + " ".join(f"X(Kernel_{n})" for n in KERNELS) in text
+
+
+def test_a_kernel_that_reads_nothing_must_be_the_identity():
+    with pytest.raises(ValueError, match="reads nothing"):
+        Kernel("half", "half_grad", frozenset(), lambda g, a, arguments: 0.5 * g)
+    with pytest.raises(ValueError, match="reads unknown arguments"):
+        Kernel("odd", "odd_grad", frozenset({"noise"}), lambda g, a, arguments: g)

@@ -261,3 +261,27 @@ def test_compile_fullgraph_equals_eager():
         grads[mode].append(model[1].reinforce_numerator.clone())
     for eager, compiled in zip(grads["eager"], grads["compiled"]):
         torch.testing.assert_close(compiled, eager)
+
+
+def test_a_layer_called_many_times_in_one_step_trains():
+    # A skip gate in a recurrent loop: one REINFORCE layer runs 100 times per training step,
+    # then one reinforce_loss covers every pass.
+    torch.manual_seed(0)
+    cell, gate, head = nn.GRUCell(4, 8), bn.StochasticBinary(estimator="reinforce"), nn.Linear(8, 1)
+    gate_input = nn.Linear(8, 1)
+    params = [*cell.parameters(), *head.parameters(), *gate_input.parameters()]
+    optimizer = torch.optim.Adam(params, lr=1e-2)
+    model = nn.ModuleList([cell, gate, head, gate_input])
+    x = torch.randn(100, 16, 4)
+    target = x[:, :, 0].sum(0, keepdim=True).T
+    for step in range(3):
+        h = torch.zeros(16, 8)
+        for t in range(100):
+            keep = gate(gate_input(h))  # (16, 1): update the state or skip this input
+            h = keep * cell(x[t], h) + (1 - keep) * h
+        losses = (head(h) - target).square().squeeze(1)
+        optimizer.zero_grad()
+        (losses.mean() + bn.reinforce_loss(model, losses)).backward()
+        optimizer.step()
+        assert gate._reinforce_pending == []
+    assert gate_input.weight.grad.abs().sum() > 0

@@ -22,8 +22,8 @@ from torch import nn
 import binary_neurons as bn
 from binary_neurons.functional import deterministic_binary, stochastic_binary
 
-from . import training
-from .conftest import cuda_test
+from tests import training
+from tests.conftest import cuda_test
 
 # Every estimator on stochastic layers, and a deterministic layer with a slope annealed between
 # replays.

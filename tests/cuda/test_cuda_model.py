@@ -29,8 +29,8 @@ from torch import nn
 import binary_neurons as bn
 import binary_neurons.functional
 
-from . import training
-from .conftest import cuda_test
+from tests import training
+from tests.conftest import cuda_test
 
 STEPS = 100
 BATCH = 256
@@ -72,7 +72,7 @@ def _train(estimator: str, device: str, dtype: torch.dtype, autocast: bool,
         drawn.append(torch.randint(0, 2**62, (), generator=seeds))
         return drawn[-1].to(input.device)
 
-    monkeypatch.setattr(binary_neurons.functional, "draw_seed", draw_seed)
+    monkeypatch.setattr(binary_neurons._apply, "draw_seed", draw_seed)
     model = training.mlp(estimator)
     model = model.to(device, torch.float32 if autocast else dtype)
     for layer in model.modules() if exact_sums else ():

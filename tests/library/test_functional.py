@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import binary_neurons as bn
+from binary_neurons import functional as F
 from binary_neurons.functional import deterministic_binary, preactivation, stochastic_binary
 
-from .conftest import GRAD_RTOL, grad_atol
+from tests.conftest import GRAD_RTOL, grad_atol
 
 
 def _sigmoid64(x: np.ndarray) -> np.ndarray:
@@ -316,3 +317,30 @@ class TestBadInputs:
     def test_generator_of_wrong_type(self):
         with pytest.raises(TypeError, match="torch.Generator or None"):
             stochastic_binary(torch.zeros(3), generator=0)
+
+
+@pytest.mark.parametrize("name", ["check_input", "check_slope_value", "draw_seed", "apply_binary"])
+def test_former_plumbing_is_deprecated_and_still_works(name):
+    with pytest.warns(DeprecationWarning, match=f"functional.{name} is deprecated .* use "):
+        function = getattr(F, name)
+    a = torch.tensor([-1.0, 2.0])
+    if name == "check_input":
+        function(a)
+        with pytest.raises(TypeError, match="floating-point"):
+            function(torch.ones(2, dtype=torch.int64))
+    elif name == "check_slope_value":
+        assert function(2) == 2.0
+    elif name == "draw_seed":
+        seed = function(a, torch.Generator().manual_seed(0))
+        assert seed.dtype == torch.int64 and seed.dim() == 0
+    else:
+        y = function(a, bn.get_estimator("gumbel"), torch.tensor(1.0), torch.tensor(3),
+                     torch.tensor(0.5))
+        assert set(y.tolist()) <= {0.0, 1.0}
+    assert name not in F.__all__
+
+
+def test_public_functional_names():
+    assert F.__all__ == ["deterministic_binary", "stochastic_binary", "preactivation", "to_signed"]
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        F.nothing

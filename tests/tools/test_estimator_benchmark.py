@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import MNIST_DIR, synthetic_digits, write_idx
+from tests.conftest import MNIST_DIR, synthetic_digits, write_idx
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "estimators"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "estimators"
 sys.path.insert(0, str(BENCH))
 import exact  # noqa: E402
 import vae  # noqa: E402

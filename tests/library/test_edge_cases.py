@@ -21,7 +21,7 @@ from torch import nn
 import binary_neurons as bn
 from binary_neurons.functional import deterministic_binary, stochastic_binary
 
-from .conftest import FLOAT_DTYPES
+from tests.conftest import FLOAT_DTYPES
 
 OP = torch.ops.binary_neurons.threshold_sample.default
 OP_BACKWARD = torch.ops.binary_neurons.threshold_sample_backward.default
@@ -150,7 +150,7 @@ def test_sum_backward_gives_the_dense_result():
         (lambda: OP(torch.ones(4, dtype=torch.int64), ONE, None, "sigmoid", 0.0), TypeError,
          "expected a floating-point input \\(Half, BFloat16, Float or Double\\), got Long"),
         (lambda: OP(torch.ones(4), ONE, None, "ste", 0.0), ValueError,
-         "threshold_sample: unknown estimator 'ste'"),
+         "threshold_sample: unknown kernel 'ste'"),
         (lambda: OP_BACKWARD(torch.ones(1), torch.ones(4), ONE, "sigmoid", 0.0), ValueError,
          "expected grad_output of the input's shape \\[4\\], got \\[1\\]"),
     ],

@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import binary_neurons as bn
 
-from . import training
+from tests import training
 
 WORLD = 2
 STEPS = 3

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import binary_neurons as bn
 from binary_neurons.functional import deterministic_binary, stochastic_binary
 
-from .conftest import FLOAT_DTYPES, GRAD_RTOL, grad_atol
+from tests.conftest import FLOAT_DTYPES, GRAD_RTOL, grad_atol
 from .test_functional import closed_form_gradient
 
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True)

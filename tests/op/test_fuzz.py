@@ -31,8 +31,10 @@ from hypothesis import strategies as st
 
 import binary_neurons
 from binary_neurons import _fallback
+from binary_neurons._kernel_list import KERNELS
 
-from .conftest import FLOAT_DTYPES, grad_atol, same_bits
+from tests.conftest import FLOAT_DTYPES, grad_atol, same_bits
+from tests.philox_engine import philox_uniform
 
 pytestmark = pytest.mark.skipif(
     binary_neurons.backend_info().devices["cpu"] != "native",
@@ -55,8 +57,9 @@ SPECIALS = [math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-40, -1e-40, 6e4, -6e4, 
 LAYOUTS = ["contiguous", "transposed", "channels_last", "strided", "offset", "expanded"]
 
 
-# The Gumbel estimator draws its own uniforms again, which differ between the backends.
-STRAIGHT_THROUGH = tuple(name for name in _fallback.ESTIMATORS if name != "gumbel")
+# The kernels that read no uniforms: the ones that draw the forward's again (Gumbel) differ
+# between the backends, whose generators differ.
+STRAIGHT_THROUGH = tuple(name for name, kernel in KERNELS.items() if "uniform" not in kernel.reads)
 
 
 @st.composite
@@ -149,7 +152,7 @@ def _native_uniforms(a: torch.Tensor, seed: int) -> torch.Tensor:
     """The uniforms the native kernels draw for ``a``, in float64, laid out as ``a``: element i
     of the output's memory (``empty_like(a)``'s dense layout) takes uniform i."""
     double = a.dtype == torch.float64
-    flat = torch.ops.binary_neurons._philox_uniform(seed, 0, a.numel(), double).double()
+    flat = philox_uniform(seed, 0, a.numel(), double).double()
     u = torch.empty_like(a, dtype=torch.float64)
     u.as_strided((u.numel(),), (1,)).copy_(flat)
     return u
@@ -233,13 +236,13 @@ def test_sampling_statistics(dtype, backend):
     reason="compares the CUDA kernels with the CPU ones: needs the native kernels on CUDA",
 )
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(cases(estimators=_fallback.ESTIMATORS))
+@given(cases(estimators=KERNELS))
 def test_cuda_computes_the_cpu_kernels_bits(case):
     a, estimator, clip = case["input"], case["estimator"], case["clip_value"]
     a_cuda = a.cuda()
     slope = torch.tensor(case["slope"], dtype=torch.float64)
     seed, tau = torch.tensor(case["seed"]), torch.tensor(0.7, dtype=torch.float64)
-    for forward_seed in (None, seed) if estimator != "gumbel" else (seed,):
+    for forward_seed in (None, seed) if "uniform" not in KERNELS[estimator].reads else (seed,):
         cuda_seed = None if forward_seed is None else forward_seed.cuda()
         assert same_bits(OP(a_cuda, slope.cuda(), cuda_seed, estimator, clip, tau.cuda()).cpu(),
                          OP(a, slope, forward_seed, estimator, clip, tau))

@@ -153,3 +153,13 @@ def test_steps_write_the_buffers_in_place_and_read_them_only_when_changed_elsewh
     annealer.step()
     assert model[1].slope.dtype == torch.float64
     assert annealer.slopes == pytest.approx([10 * 1.1**3, 20 * 1.1**3])
+
+
+def test_temperature_layers_and_the_deprecated_name():
+    model = nn.Sequential(bn.StochasticBinary(estimator="gumbel", tau=0.8), bn.StochasticBinary())
+    annealer = bn.SlopeAnnealer(model, temperature_factor=0.5)
+    assert annealer.temperature_layers == [model[0]]
+    with pytest.warns(DeprecationWarning, match="use SlopeAnnealer.temperature_layers"):
+        assert annealer.gumbel_layers == [model[0]]
+    annealer.step()
+    assert annealer.temperatures == pytest.approx([0.4])

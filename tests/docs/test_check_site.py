@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "scripts" / "check_site.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "docs" / "scripts" / "check_site.py"
 main = runpy.run_path(str(SCRIPT))["main"]
 
 

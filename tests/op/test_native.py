@@ -2,7 +2,7 @@
 
 Skipped when the pure-PyTorch backend is in use. The sampler's uniforms are checked against a
 bit-exact NumPy implementation of Philox4x32-10 (below), which is itself checked against ATen's
-``at::Philox4_32`` through the private test op ``binary_neurons::_philox_uniform``.
+``at::Philox4_32``, compiled for the tests (``tests/philox_engine.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import binary_neurons
 from binary_neurons import _ops
 from binary_neurons.functional import deterministic_binary, stochastic_binary
 
-from .conftest import DEVICES
+from tests.conftest import DEVICES
+from tests.philox_engine import philox_uniform
 
 pytestmark = pytest.mark.skipif(
     binary_neurons.backend_info().name != "native",
@@ -128,6 +129,21 @@ def test_schema_matches_python_definition(name):
     assert str(schema) == "binary_neurons::" + _ops.SCHEMAS[name]
 
 
+def test_the_native_library_defines_no_schema(tmp_path):
+    # The schema is written once, in binary_neurons/_ops.py: the library registers
+    # implementations only, so loaded alone it leaves the op undefined.
+    script = (
+        "import sys, torch\n"
+        "torch.ops.load_library(sys.argv[1])\n"
+        "names = ('binary_neurons::threshold_sample', 'binary_neurons::threshold_sample_backward')\n"
+        "print([len(torch._C._jit_get_schemas_for_operator(name)) for name in names])\n"
+    )
+    library = binary_neurons.backend_info().library
+    result = subprocess.run([sys.executable, "-c", script, library], capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.strip() == "[0, 0]"
+
+
 # ---------------------------------------------------------------------------------------------
 # Random numbers.
 
@@ -137,7 +153,7 @@ def test_schema_matches_python_definition(name):
 @pytest.mark.parametrize("offset", [0, 5, 2**32 - 6, 2**32 + 1, 2**41 + 3])
 def test_reference_philox_matches_aten_engine(seed, offset, float64):
     # The counters past 2**32 elements show that the counter does not wrap at 32 bits.
-    engine = torch.ops.binary_neurons._philox_uniform(seed, offset, 12, float64)
+    engine = philox_uniform(seed, offset, 12, float64)
     expected = reference_uniforms(seed, np.arange(offset, offset + 12, dtype=np.uint64), float64)
     np.testing.assert_array_equal(engine.numpy().astype(np.float64), expected)
 
@@ -146,7 +162,7 @@ def test_uniforms_are_never_zero():
     # Seed 63 gives element 484,332 the Philox word 251: the smallest float uniform, 2^-24.
     # (The mapping used until 2026-11 made it 0, so that p = 0 fired; see test_edge_cases.)
     assert philox4x32_10([484_332 // 4], 63)[0, 484_332 % 4] == 251
-    u = torch.ops.binary_neurons._philox_uniform(63, 484_332, 1, False)
+    u = philox_uniform(63, 484_332, 1, False)
     assert u.item() == 2.0**-24
 
 

@@ -1,4 +1,6 @@
-"""The binary Gumbel straight-through estimator and {-1, +1} outputs, on every backend."""
+"""The estimators: the interface every layer goes through (shown by an estimator with layer state
+written here, in a test file only), estimators chosen by name with options, the binary Gumbel
+straight-through estimator and {-1, +1} outputs, on every backend."""
 
 from __future__ import annotations
 
@@ -7,10 +9,124 @@ import math
 import pytest
 import torch
 
+from torch import nn
+
 import binary_neurons as bn
 from binary_neurons import functional as F
 
 OP_BACKWARD = torch.ops.binary_neurons.threshold_sample_backward.default
+
+
+# ---------------------------------------------------------------------------------------------
+# The interface: an estimator with state on its layer, written with the public API only.
+
+
+class _DivideGradient(torch.autograd.Function):
+    """Passes y on; divides its gradient by a running RMS, which it updates in place."""
+
+    @staticmethod
+    def forward(ctx, y, rms, decay):
+        ctx.rms, ctx.decay = rms, decay
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        with torch.no_grad():
+            ctx.rms.mul_(ctx.decay).add_((1 - ctx.decay) * grad.square().mean().sqrt())
+        return grad / ctx.rms, None, None
+
+
+class NormalizedStraightThrough(bn.Estimator):
+    """Straight-through, with the gradient divided by a running RMS of the gradients the layer
+    received: state a layer must keep, save and load (a ``grad_rms`` buffer)."""
+
+    name = "normalized"
+    kernel = "identity"  # the fused forward and the straight-through backward
+
+    def __init__(self, decay: float = 0.9):
+        self.decay = decay
+
+    def attach(self, layer):
+        layer.register_buffer("grad_rms", torch.ones(()))
+
+    def load_state(self, layer, state_dict, prefix):
+        value = state_dict.get(prefix + "grad_rms")
+        if value is not None and not bool(value > 0):
+            raise ValueError(f"{prefix}grad_rms in the state_dict must be > 0, got {float(value)}")
+
+    def extra_repr(self, layer):
+        return f"grad_rms={float(layer.grad_rms):.3g}"
+
+    def apply(self, input, slope, seed, layer=None):
+        y = super().apply(input, slope, seed, layer)
+        return y if layer is None else _DivideGradient.apply(y, layer.grad_rms, self.decay)
+
+
+@pytest.mark.parametrize("cls", [bn.DeterministicBinary, bn.StochasticBinary])
+def test_an_estimator_with_layer_state_trains_saves_and_loads(cls):
+    torch.manual_seed(0)
+
+    def model():
+        return nn.Sequential(nn.Linear(8, 16), cls(estimator=NormalizedStraightThrough()),
+                             nn.Linear(16, 1))
+
+    net = model()
+    x = torch.randn(256, 8)
+    target = (x[:, :1] > 0).float()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(150):
+        loss = nn.functional.mse_loss(net(x), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10  # it trains
+    layer = net[1]
+    assert float(layer.grad_rms) != 1.0  # the estimator's state changed during training
+    assert f"grad_rms={float(layer.grad_rms):.3g}" in repr(layer)
+    state = net.state_dict()
+    assert torch.equal(state["1.grad_rms"], layer.grad_rms)
+    restored = model()
+    restored.load_state_dict(state)
+    assert torch.equal(restored[1].grad_rms, layer.grad_rms)
+    net.eval(), restored.eval()
+    if cls is bn.DeterministicBinary:
+        assert torch.equal(restored(x), net(x))
+    state["1.grad_rms"] = torch.tensor(-1.0)
+    with pytest.raises(ValueError, match="1.grad_rms in the state_dict must be > 0"):
+        restored.load_state_dict(state)
+
+
+def test_a_functional_call_runs_the_estimator_without_a_layer():
+    a = torch.tensor([-1.0, 2.0], requires_grad=True)
+    F.stochastic_binary(a, estimator=NormalizedStraightThrough()).sum().backward()
+    assert torch.equal(a.grad, torch.ones(2))  # no layer: plain straight-through
+
+
+# ---------------------------------------------------------------------------------------------
+# Estimators by name, with options.
+
+
+def test_options_of_an_estimator_given_by_name():
+    layer = bn.StochasticBinary(estimator="gumbel", tau=0.5)
+    assert layer.estimator == bn.GumbelStraightThrough(tau=0.5) and float(layer.tau) == 0.5
+    assert repr(layer) == "StochasticBinary(estimator='gumbel', slope=1, tau=0.5, eval_mode='sample')"
+    clipped = bn.DeterministicBinary(estimator="clipped", clip_value=0.5)
+    assert repr(clipped) == "DeterministicBinary(estimator='clipped', slope=1, clip_value=0.5)"
+    assert bn.StochasticBinary("reinforce", baseline="none").estimator.baseline == "none"
+    assert bn.get_estimator("clipped", clip_value=2.0) == bn.ClippedStraightThrough(2.0)
+
+
+def test_bad_options_say_what_the_estimator_takes():
+    with pytest.raises(TypeError, match="estimator 'gumbel' takes options tau; got temperature"):
+        bn.StochasticBinary(estimator="gumbel", temperature=0.5)
+    with pytest.raises(TypeError, match="estimator 'sigmoid' takes no options; got tau"):
+        bn.StochasticBinary(tau=0.5)
+    with pytest.raises(TypeError, match="set them on the GumbelStraightThrough instance"):
+        bn.StochasticBinary(estimator=bn.GumbelStraightThrough(), tau=0.5)
+    with pytest.raises(ValueError, match="tau must be a finite number > 0"):
+        bn.StochasticBinary(estimator="gumbel", tau=-1.0)
 
 
 def _gumbel_expectation(a: float, slope: float, tau: float) -> float:
@@ -92,14 +208,14 @@ def test_gumbel_needs_a_stochastic_neuron():
         bn.DeterministicBinary(estimator="gumbel")
     with pytest.raises(ValueError, match="'gumbel' needs a stochastic neuron's sample"):
         F.deterministic_binary(torch.zeros(3), estimator="gumbel")
-    with pytest.raises(ValueError, match="'gumbel' estimator needs a seed"):
+    with pytest.raises(ValueError, match="'gumbel' kernel needs a seed"):
         OP_BACKWARD(torch.ones(3), torch.zeros(3), torch.tensor(1.0), "gumbel", 0.0)
-    with pytest.raises(ValueError, match="'gumbel' estimator needs tau"):
+    with pytest.raises(ValueError, match="'gumbel' kernel needs tau"):
         OP_BACKWARD(torch.ones(3), torch.zeros(3), torch.tensor(1.0), "gumbel", 0.0,
                     torch.tensor(1))
     with pytest.raises(NotImplementedError, match="needs the forward's uniforms"):
         bn.GumbelStraightThrough().backward(torch.ones(1), torch.ones(1), torch.tensor(1.0))
-    with pytest.raises(ValueError, match="only 'gumbel' has a temperature"):
+    with pytest.raises(ValueError, match="'sigmoid' has no temperature"):
         bn.StochasticBinary().set_tau(0.5)
 
 
