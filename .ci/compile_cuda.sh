@@ -28,7 +28,8 @@ for path in include_paths():
 ')
 # The kernel list's C++ form, which the real build generates the same way (binary_neurons/_build.py).
 mkdir -p "$work/generated"
-(cd "$root" && BINARY_NEURONS_BACKEND=python "$python" -m binary_neurons._kernel_list) \
+(cd "$root" && BINARY_NEURONS_BACKEND=python "$python" -c \
+  'from binary_neurons._kernel_list import header; print(header(), end="")') \
   >"$work/generated/kernel_list.h"
 include_flags=(-I"$work/stub" -I"$work/generated")
 for path in "${includes[@]}"; do include_flags+=(-I"$path"); done

@@ -15,7 +15,8 @@ from torch import Tensor
 from ._kernel_list import Kernel, get_kernel
 
 __all__ = [
-    "check_backward", "check_forward", "number_tensor", "opmath_dtype", "positive", "positive_finite"
+    "check_backward", "check_forward", "number_tensor", "opmath_dtype", "positive",
+    "positive_finite",
 ]
 
 # The dtype names of ATen's messages, so that both backends word their errors alike.

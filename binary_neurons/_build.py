@@ -40,7 +40,8 @@ RECIPE = 2
 CPU_SOURCES = ("threshold_sample.cpp",)
 CUDA_SOURCES = ("cuda/threshold_sample.cu",)
 HEADERS = ("cpu_philox.h", "elementwise.h", "op_arguments.h")
-# Generated into the build from the kernel list (binary_neurons/_kernel_list.py), on its include path.
+# Generated into each build from the kernel list (binary_neurons/_kernel_list.py), on its
+# include path.
 GENERATED = "kernel_list.h"
 # -fno-trapping-math lets gcc vectorize the kernels' compares and clamps; -fopenmp makes
 # at::parallel_for use torch's OpenMP thread pool (Linux wheels of torch use libgomp). No FMA

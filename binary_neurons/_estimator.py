@@ -11,8 +11,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from . import _ops
-from ._kernel_list import KERNELS, KernelArguments
+from . import _fallback, _ops
 
 __all__ = ["Estimator", "reference_backward"]
 
@@ -46,9 +45,9 @@ class Estimator:
     name: str = ""
     #: Whether :class:`~binary_neurons.SlopeAnnealer` raises the slope of layers using it.
     anneals: bool = False
-    #: Name of the fused backward kernel it runs (one of the op's kernels: ``"identity"``,
-    #: ``"sigmoid"``, ``"clipped"``, ``"gumbel"``), or ``None`` for estimators whose
-    #: :meth:`backward` runs in PyTorch.
+    #: Name of the fused backward kernel it runs (one of the kernel list,
+    #: ``binary_neurons._kernel_list.KERNELS``; see "Writing an estimator"), or ``None`` for
+    #: estimators whose :meth:`backward` runs in PyTorch.
     kernel: Optional[str] = None
     #: Whether the estimator needs the neuron's sample (so only stochastic neurons can use it).
     needs_sample: bool = False
@@ -147,11 +146,6 @@ class _PythonEstimatorFunction(torch.autograd.Function):
 def reference_backward(
     kernel: str, grad_output: Tensor, input: Tensor, slope: Tensor, clip_value: float = 0.0
 ) -> Tensor:
-    """A fused estimator's gradient from its kernel's PyTorch reference, in the input's dtype."""
-    opmath = torch.promote_types(input.dtype, torch.float32)
-    clip = float(torch.tensor(clip_value, dtype=torch.float64).to(input.dtype))
-    arguments = KernelArguments(slope.to(opmath), clip, None, None)
-    result = KERNELS[kernel].reference(grad_output.to(opmath), input.to(opmath), arguments)
-    return result.to(grad_output.dtype)
-
-
+    """A fused estimator's gradient in PyTorch: the pure-PyTorch backend's kernel (a new
+    tensor, in the input's dtype)."""
+    return _fallback.threshold_sample_backward(grad_output, input, slope, kernel, clip_value)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ._arguments import check_backward, check_forward, opmath_dtype, positive
-from ._kernel_list import KernelArguments
+from ._kernel_list import KernelArguments, rounded_clip_value
 
 __all__ = ["threshold_sample", "threshold_sample_backward", "uniform_like"]
 
@@ -88,10 +88,12 @@ def threshold_sample_backward(
     if "tau" in found.reads:
         used_tau, usable_tau = positive(op, tau, input, name="tau")
         checks.append(usable_tau)
+    # What the kernel does not read is 0 (or None), as in the native kernels.
     arguments = KernelArguments(
-        slope=used,
+        slope=used if "slope" in found.reads else torch.zeros((), dtype=opmath),
         # Like the native kernels: the bound rounded to the input's dtype.
-        clip_value=float(torch.tensor(clip_value, dtype=torch.float64).to(input.dtype)),
+        clip_value=rounded_clip_value(clip_value, input.dtype) if "clip_value" in found.reads
+        else 0.0,
         tau=used_tau,
         uniform=uniform_like(input, seed, opmath) if "uniform" in found.reads else None,
     )

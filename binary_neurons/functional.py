@@ -28,6 +28,11 @@ def _binary(
     signed: bool,
 ) -> Tensor:
     estimator = get_estimator(estimator)
+    if estimator.needs_loss:
+        raise ValueError(
+            f"estimator {estimator.name!r} needs the per-example loss, which a StochasticBinary "
+            "layer collects (see binary_neurons.reinforce_loss); the functional forms cannot"
+        )
     if estimator.needs_sample and seed is None:
         raise ValueError(
             f"estimator {estimator.name!r} needs a stochastic neuron's sample; use it with "
@@ -170,7 +175,7 @@ def _apply_binary(
 ) -> Tensor:
     """What ``apply_binary`` did: run an estimator with an already checked slope (and tau)."""
     estimator = get_estimator(estimator)
-    holder = None if tau is None else torch.nn.Module()
+    holder = None if tau is None or estimator.needs_loss else torch.nn.Module()
     if holder is not None:
         holder.tau = tau
     return _apply.run(input, estimator, slope, seed, holder, signed)

@@ -2,9 +2,10 @@ r"""REINFORCE for stochastic binary layers: the estimator, the samples a layer k
 loss term.
 
 A :class:`~binary_neurons.StochasticBinary` layer with the ``"reinforce"`` estimator
-(:class:`Reinforce`) samples as usual and keeps, for each forward pass that autograd records, its pre-activation, sample and
-probability. :func:`reinforce_loss` turns those and the per-example loss into the term whose
-gradient is the REINFORCE estimate, updates the layers' baselines, and clears what they kept.
+(:class:`Reinforce`) samples as usual and keeps, for each forward pass that autograd records,
+its pre-activation, sample and probability. :func:`reinforce_loss` turns those and the
+per-example loss into the term whose gradient is the REINFORCE estimate, updates the layers'
+baselines, and clears what they kept.
 """
 
 from __future__ import annotations
@@ -114,9 +115,6 @@ class Reinforce(Estimator):
             )
         return sample(layer, input, seed)
 
-    def without_sample(self) -> Estimator:
-        return _THRESHOLD_ESTIMATOR
-
     def __eq__(self, other: object) -> bool:
         return (
             type(self) is type(other)
@@ -128,7 +126,6 @@ class Reinforce(Estimator):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(baseline={self.baseline!r}, decay={self.decay})"
-
 
 
 @dataclass
@@ -295,7 +292,7 @@ def reinforce_loss(
     layers = [
         (name, module)
         for name, module in model.named_modules()
-        if getattr(getattr(module, "estimator", None), "needs_loss", False)
+        if isinstance(getattr(module, "estimator", None), Reinforce)
     ]
     if not layers:
         raise ValueError(

@@ -21,6 +21,7 @@ import itertools
 import torch
 
 import binary_neurons
+from binary_neurons._kernel_list import KERNELS
 
 threshold_sample = torch.ops.binary_neurons.threshold_sample.default
 threshold_sample_backward = torch.ops.binary_neurons.threshold_sample_backward.default
@@ -46,27 +47,25 @@ def _views(size: int, dtype: torch.dtype, device: str):
     yield "0-dim", base[0] if size else base.new_zeros(())
 
 
+# The forward twice (sample, threshold), and every gradient kernel of the kernel list.
 CALLS = [
-    (kind, estimator, slope_on_device, seed_on_device)
-    for kind, estimator in [("sample", "sigmoid"), ("threshold", "sigmoid"),
-                            ("backward", "identity"), ("backward", "sigmoid"),
-                            ("backward", "clipped"), ("backward", "gumbel")]
+    (kind, kernel, slope_on_device, seed_on_device)
+    for kind, kernel in [("sample", "sigmoid"), ("threshold", "sigmoid"),
+                         *(("backward", name) for name in KERNELS)]
     for slope_on_device, seed_on_device in itertools.product((False, True), repeat=2)
-    if kind == "sample" or estimator == "gumbel" or not seed_on_device
+    if kind == "sample" or "uniform" in KERNELS[kernel].reads or not seed_on_device
 ]
 
 
 def run(call, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """One call of the op on `a` (and `g`), slope and seed on a's device or on the host."""
-    kind, estimator, slope_on_device, seed_on_device = call
+    kind, kernel, slope_on_device, seed_on_device = call
     slope = torch.tensor(1.7, device=a.device if slope_on_device else "cpu")
     seed = torch.tensor(2**40 + 3, device=a.device if seed_on_device else "cpu")
-    if kind == "backward" and estimator == "gumbel":  # tau beside the slope, seed as the sample's
+    if kind == "backward":  # tau beside the slope, seed as the sample's
         tau = torch.tensor(0.6, device=slope.device)
-        return threshold_sample_backward(g, a, slope, estimator, 0.0, seed, tau)
-    if kind == "backward":
-        return threshold_sample_backward(g, a, slope, estimator, 0.9)
-    return threshold_sample(a, slope, seed if kind == "sample" else None, estimator, 0.0)
+        return threshold_sample_backward(g, a, slope, kernel, 0.9, seed, tau)
+    return threshold_sample(a, slope, seed if kind == "sample" else None, kernel, 0.0)
 
 
 def main(argv=None) -> int:

@@ -17,20 +17,16 @@
 
 namespace binary_neurons {
 
-// What a kernel of the list reads, at run time.
+// What the argument checks need to know of a kernel of the list, at run time.
 struct KernelInfo {
   const char* name;
-  bool reads_input;
-  bool reads_slope;
-  bool reads_clip_value;
   bool reads_tau;
   bool reads_uniform;
 };
 
 template <typename K>
 constexpr KernelInfo info_of() {
-  return {K::kName, K::kReadsInput, K::kReadsSlope, K::kReadsClipValue, K::kReadsTau,
-          K::kReadsUniform};
+  return {K::kName, K::kReadsTau, K::kReadsUniform};
 }
 
 inline KernelInfo find_kernel(const char* op, c10::string_view kernel) {

@@ -242,37 +242,42 @@ at::Tensor threshold_sample_cpu(const at::Tensor& input, const at::Tensor& slope
   return out;
 }
 
-// The backward with kernel K, the op's arguments checked.
+// The backward with kernel K, the op's arguments checked. Arguments K does not read are 0 (on
+// every device and backend, so that a kernel reading one it does not declare fails everywhere).
 template <typename K>
 at::Tensor gradient_cpu(const char* op, const at::Tensor& grad_output, const at::Tensor& input,
                         double slope, double clip_value, const std::optional<at::Tensor>& seed,
                         const std::optional<at::Tensor>& tau) {
   at::Tensor out = at::empty_like(input);
-  if constexpr (!K::kReadsInput) {  // reads nothing: the identity (kernel list's rule)
+  if constexpr (K::kIdentity) {  // reads nothing: the identity (the kernel list's rule)
     out.copy_(grad_output);
-    return out;
-  }
-  const at::Tensor in = in_layout_of(input, out);
-  const bool one_grad = is_one_value(grad_output);
-  const at::Tensor grad = one_grad ? grad_output : in_layout_of(grad_output, out);
-  const double tau_double = K::kReadsTau ? host_positive(op, "tau", *tau, input) : 0.0;
-  const uint64_t seed_bits = K::kReadsUniform ? static_cast<uint64_t>(seed->item<int64_t>()) : 0;
-  const int64_t numel = in.numel();
-  constexpr const char* kDispatchName = "threshold_sample_backward";
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kDispatchName, [&] {
-    using opmath_t = at::opmath_type<scalar_t>;
-    // Like torch.where(input.abs() <= clip_value, ...): the bound is rounded to the input's dtype.
-    const KernelArgs<opmath_t> args{static_cast<opmath_t>(slope),
-                                    static_cast<opmath_t>(static_cast<scalar_t>(clip_value)),
-                                    static_cast<opmath_t>(tau_double)};
-    const scalar_t* grad_data = grad.const_data_ptr<scalar_t>();
-    const scalar_t* in_data = in.const_data_ptr<scalar_t>();
-    scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, numel, kGrainSize, [&](int64_t begin, int64_t end) {
-      gradient_range<scalar_t, K>(grad_data, one_grad, in_data, out_data, begin, end, args,
-                                  seed_bits);
+  } else {
+    const at::Tensor in = in_layout_of(input, out);
+    const bool one_grad = is_one_value(grad_output);
+    const at::Tensor grad = one_grad ? grad_output : in_layout_of(grad_output, out);
+    const double tau_double = K::kReadsTau ? host_positive(op, "tau", *tau, input) : 0.0;
+    const uint64_t seed_bits =
+        K::kReadsUniform ? static_cast<uint64_t>(seed->item<int64_t>()) : 0;
+    const int64_t numel = in.numel();
+    constexpr const char* kDispatchName = "threshold_sample_backward";
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kDispatchName,
+                                    [&] {
+      using opmath_t = at::opmath_type<scalar_t>;
+      // Like torch.where(input.abs() <= clip_value, ...): the bound is rounded to the dtype.
+      const KernelArgs<opmath_t> args{
+          K::kReadsSlope ? static_cast<opmath_t>(slope) : opmath_t(0),
+          K::kReadsClipValue ? static_cast<opmath_t>(static_cast<scalar_t>(clip_value))
+                             : opmath_t(0),
+          static_cast<opmath_t>(tau_double)};
+      const scalar_t* grad_data = grad.const_data_ptr<scalar_t>();
+      const scalar_t* in_data = in.const_data_ptr<scalar_t>();
+      scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
+      at::parallel_for(0, numel, kGrainSize, [&](int64_t begin, int64_t end) {
+        gradient_range<scalar_t, K>(grad_data, one_grad, in_data, out_data, begin, end, args,
+                                    seed_bits);
+      });
     });
-  });
+  }
   return out;
 }
 

@@ -111,7 +111,9 @@ def test_a_functional_call_runs_the_estimator_without_a_layer():
 def test_options_of_an_estimator_given_by_name():
     layer = bn.StochasticBinary(estimator="gumbel", tau=0.5)
     assert layer.estimator == bn.GumbelStraightThrough(tau=0.5) and float(layer.tau) == 0.5
-    assert repr(layer) == "StochasticBinary(estimator='gumbel', slope=1, tau=0.5, eval_mode='sample')"
+    assert repr(layer) == (
+        "StochasticBinary(estimator='gumbel', slope=1, tau=0.5, eval_mode='sample')"
+    )
     clipped = bn.DeterministicBinary(estimator="clipped", clip_value=0.5)
     assert repr(clipped) == "DeterministicBinary(estimator='clipped', slope=1, clip_value=0.5)"
     assert bn.StochasticBinary("reinforce", baseline="none").estimator.baseline == "none"

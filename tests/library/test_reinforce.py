@@ -267,7 +267,8 @@ def test_a_layer_called_many_times_in_one_step_trains():
     # A skip gate in a recurrent loop: one REINFORCE layer runs 100 times per training step,
     # then one reinforce_loss covers every pass.
     torch.manual_seed(0)
-    cell, gate, head = nn.GRUCell(4, 8), bn.StochasticBinary(estimator="reinforce"), nn.Linear(8, 1)
+    cell, head = nn.GRUCell(4, 8), nn.Linear(8, 1)
+    gate = bn.StochasticBinary(estimator="reinforce")
     gate_input = nn.Linear(8, 1)
     params = [*cell.parameters(), *head.parameters(), *gate_input.parameters()]
     optimizer = torch.optim.Adam(params, lr=1e-2)

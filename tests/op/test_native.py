@@ -135,7 +135,8 @@ def test_the_native_library_defines_no_schema(tmp_path):
     script = (
         "import sys, torch\n"
         "torch.ops.load_library(sys.argv[1])\n"
-        "names = ('binary_neurons::threshold_sample', 'binary_neurons::threshold_sample_backward')\n"
+        "names = ('binary_neurons::threshold_sample',\n"
+        "         'binary_neurons::threshold_sample_backward')\n"
         "print([len(torch._C._jit_get_schemas_for_operator(name)) for name in names])\n"
     )
     library = binary_neurons.backend_info().library

@@ -228,35 +228,38 @@ at::Tensor threshold_sample_cuda(const at::Tensor& input, const at::Tensor& slop
   return out;
 }
 
-// The backward with kernel K, the op's arguments checked.
+// The backward with kernel K, the op's arguments checked. Arguments K does not read are 0.
 template <typename K>
 at::Tensor gradient_cuda(const char* op, const at::Tensor& grad_output, const at::Tensor& input,
                          const DeviceScalar<double>& slope_arg, double clip_value,
                          const std::optional<at::Tensor>& seed,
                          const std::optional<at::Tensor>& tau) {
   at::Tensor out = at::empty_like(input);
-  if constexpr (!K::kReadsInput) {  // reads nothing: the identity (kernel list's rule)
+  if constexpr (K::kIdentity) {  // reads nothing: the identity (the kernel list's rule)
     out.copy_(grad_output);
-    return out;
+  } else {
+    const at::Tensor in = in_layout_of(input, out);
+    const bool one_grad = is_one_value(grad_output);
+    const at::Tensor grad = one_grad ? grad_output : in_layout_of(grad_output, out);
+    at::Tensor tau_holder;
+    at::Tensor seed_holder;
+    const DeviceScalar<double> tau_arg =
+        K::kReadsTau ? positive_argument(op, "tau", *tau, input, tau_holder)
+                     : DeviceScalar<double>{nullptr, 0.0};
+    const DeviceScalar<int64_t> seed_arg =
+        K::kReadsUniform ? seed_argument(*seed, seed_holder) : DeviceScalar<int64_t>{nullptr, 0};
+    constexpr const char* kDispatchName = "threshold_sample_backward";
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kDispatchName,
+                                    [&] {
+      using opmath_t = at::opmath_type<scalar_t>;
+      // Like torch.where(input.abs() <= clip_value, ...): the bound is rounded to the dtype.
+      const opmath_t clip = K::kReadsClipValue
+                                ? static_cast<opmath_t>(static_cast<scalar_t>(clip_value))
+                                : opmath_t(0);
+      launch<scalar_t>(in, &grad, one_grad, out,
+                       GradientOp<opmath_t, K>{slope_arg, tau_arg, seed_arg, clip});
+    });
   }
-  const at::Tensor in = in_layout_of(input, out);
-  const bool one_grad = is_one_value(grad_output);
-  const at::Tensor grad = one_grad ? grad_output : in_layout_of(grad_output, out);
-  at::Tensor tau_holder;
-  at::Tensor seed_holder;
-  const DeviceScalar<double> tau_arg =
-      K::kReadsTau ? positive_argument(op, "tau", *tau, input, tau_holder)
-                   : DeviceScalar<double>{nullptr, 0.0};
-  const DeviceScalar<int64_t> seed_arg =
-      K::kReadsUniform ? seed_argument(*seed, seed_holder) : DeviceScalar<int64_t>{nullptr, 0};
-  constexpr const char* kDispatchName = "threshold_sample_backward";
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), kDispatchName, [&] {
-    using opmath_t = at::opmath_type<scalar_t>;
-    // Like torch.where(input.abs() <= clip_value, ...): the bound is rounded to the input's dtype.
-    const opmath_t clip = static_cast<opmath_t>(static_cast<scalar_t>(clip_value));
-    launch<scalar_t>(in, &grad, one_grad, out,
-                     GradientOp<opmath_t, K>{slope_arg, tau_arg, seed_arg, clip});
-  });
   return out;
 }
 
