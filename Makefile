@@ -38,8 +38,10 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/python -m binary_neurons build
 	touch $(STAMP)
 
+# (Its messages name DEMO_FLAGS=--overwrite rather than --overwrite: BINARYGAN_FLAGS_VARIABLE.)
 demo: $(STAMP)
-	$(BIN)/python -m examples.binarygan train --preset demo --out $(DEMO_OUT) $(DEMO_FLAGS)
+	BINARYGAN_FLAGS_VARIABLE=DEMO_FLAGS $(BIN)/python -m examples.binarygan train --preset demo \
+		--out $(DEMO_OUT) $(DEMO_FLAGS)
 
 test: test-native test-python
 

@@ -71,7 +71,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import CONFIG, RunError, read_run_config
-from .config import PRESETS, Config, get_preset
+from .config import Config, get_preset
 from .data import DataError
 
 RUNS = Path("runs")  # default parent of run directories, under the current directory
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     S = argparse.SUPPRESS  # only flags given on the command line override the preset
 
     t = commands.add_parser("train", help="train a preset", argument_default=S)
-    t.add_argument("--preset", choices=list(PRESETS), metavar="NAME",
+    t.add_argument("--preset", metavar="NAME",
                    help="{mlp|cnn}-{gan|wgan|wgangp}-{dbn|sbn|real}, {mlp|cnn}-bgan or demo "
                    "(default: demo)")
     t.add_argument("--data-dir", help="directory of MNIST-format IDX files (MNIST, "
@@ -149,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--clip-value", type=float, help="WGAN weight clipping (0.01)")
     o.add_argument("--bgan-samples", type=_positive_int, metavar="M",
                    help="BGAN presets: samples per z for the importance weights (20)")
+    o.add_argument("--bgan-weights", choices=["per-z", "batch"],
+                   help="BGAN: normalize the importance weights per z (default) or per batch")
+    o.add_argument("--d-penalty", type=float, metavar="WEIGHT",
+                   help="BGAN: gradient-norm penalty on D, weighted by D's error (0: off)")
     r = t.add_argument_group("outputs")
     r.add_argument("--log-every", type=_positive_int, help="G steps per log line (10)")
     r.add_argument("--sample-every", type=_positive_int,

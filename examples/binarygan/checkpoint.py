@@ -114,6 +114,14 @@ def check_resume(saved: Config, config: Config, run_dir: PathLike) -> None:
                        f"{', '.join(sorted(RESUMABLE))} may change")
 
 
+def _flag(flag: str) -> str:
+    """How to pass ``flag``: on the command line, or, under a make target that forwards its
+    flags in a variable (``make demo`` sets ``BINARYGAN_FLAGS_VARIABLE=DEMO_FLAGS``), as that
+    variable."""
+    variable = os.environ.get("BINARYGAN_FLAGS_VARIABLE")
+    return f"{variable}={flag}" if variable else flag
+
+
 def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
     """Check that ``out`` may be trained into.
 
@@ -133,8 +141,8 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
                            "--out, or train without --resume")
         return
     if holds_run and not overwrite:
-        raise RunError(f"{out} already holds a run; pass --resume to continue it, "
-                       "--overwrite to replace it, or another --out")
+        raise RunError(f"{out} already holds a run; pass {_flag('--resume')} to continue it, "
+                       f"{_flag('--overwrite')} to replace it, or another --out")
     if holds_run:
         for name in (CONFIG, LOG, CHECKPOINT) + FIGURES:
             path = out / name

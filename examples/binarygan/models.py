@@ -164,7 +164,10 @@ class Generator(_GeneratorBase):
 
 
 class LogitsGenerator(_GeneratorBase):
-    """Discrete BGAN's G: z (N x 64) -> per-pixel logits l (N x 1 x 28 x 28), no output unit.
+    """Discrete BGAN's G: z (N x 64) -> per-pixel logits l (N x 1 x 28 x 28) -> binary samples
+    from its output layer, a :class:`~binary_neurons.StochasticBinary` with the library's
+    REINFORCE estimator: BGAN's generator gradient is REINFORCE with the normalized importance
+    weights as the learning signal (see :class:`~.objectives.BGAN`).
 
     ``mlp``: BinaryGAN's MLP sizes, dense 1024 -> BN -> ReLU -> dense 784. BinaryGAN's
     output-layer norm is left out: the logits are the output, and a train-mode BN there would
@@ -191,12 +194,25 @@ class LogitsGenerator(_GeneratorBase):
                 nn.BatchNorm2d(64), nn.ReLU(),
                 nn.ConvTranspose2d(64, 1, 5, 2, padding=2, output_padding=1),  # 1 x 28 x 28
             )
+        # y = 1[u < sigmoid(l)]; in training, each pass is kept for bn.reinforce_loss. The
+        # baseline is BGAN's: none (the weights are normalized per z).
+        self.output = bn.StochasticBinary(estimator="reinforce", baseline="none")
 
     def logits(self, z: Tensor) -> Tensor:
         return self.body(z)
 
-    def forward(self, z: Tensor, rng: Optional[torch.Generator] = None) -> Tensor:
-        return self.body(z)
+    def forward(self, z: Tensor, rng: Optional[torch.Generator] = None,
+                samples_per_z: int = 1) -> tuple[Tensor, Tensor]:
+        """``(logits, samples)``: ``N x 1 x 28 x 28`` logits, and ``samples_per_z`` binary
+        samples of each, ``(samples_per_z * N) x 1 x 28 x 28``, sample-major."""
+        logits = self.body(z)
+        expanded = logits.unsqueeze(0).expand(samples_per_z, *logits.shape).flatten(0, 1)
+        return logits, self.output(expanded, rng)
+
+    def _binary_samples(self, z: Tensor, rng, binarize: str) -> Tensor:
+        if binarize == "threshold":
+            return super()._binary_samples(z, rng, binarize)
+        return self(z, rng)[1]  # the output layer's draw: the same as stochastic_binary's
 
 
 class Discriminator(nn.Module):

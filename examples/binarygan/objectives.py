@@ -37,8 +37,10 @@ the same :math:`z`, :math:`\tilde w_m = \mathrm{softmax}_m(\log w_m)`,
 .. math::
     L_G = -\frac{1}{B} \sum_{b} \sum_{m} \tilde w_{m,b} \log g(x_{m,b} \mid z_b),
 
-where :math:`\tilde w` carries no gradient and :math:`\log g` sums over pixels. One D update then
-one G update per batch.
+where :math:`\tilde w` carries no gradient and :math:`\log g` sums over pixels: REINFORCE with
+the learning signal :math:`-M \tilde w` per sample, which is how it runs (G's output layer is a
+``StochasticBinary(estimator="reinforce")`` and the update goes through
+:func:`binary_neurons.reinforce_loss`). One D update then one G update per batch.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ if TYPE_CHECKING:  # config.py validates its objective with OBJECTIVES below
     from .config import Config
 
 __all__ = ["Objective", "GAN", "WGAN", "WGANGP", "BGAN", "OBJECTIVES", "make_objective",
-           "gradient_penalty", "importance_weights", "log_likelihood"]
+           "error_weighted_gradient_norm", "gradient_penalty", "importance_weights",
+           "log_likelihood", "weighted_log_likelihood_loss"]
 
 
 class Objective:
@@ -150,7 +153,14 @@ class WGANGP(Objective):
 
 
 class BGAN(Objective):
-    """Discrete BGAN: ``config.bgan_samples`` samples per z, one D update per G update."""
+    """Discrete BGAN: ``config.bgan_samples`` samples per z, one D update per G update.
+
+    G's update is the library's REINFORCE: G's output layer is a ``StochasticBinary`` with
+    ``estimator="reinforce"``, and :func:`binary_neurons.reinforce_loss` with the learning
+    signal ``-M w~`` per sample (no baseline, averaged over the ``M B`` samples) has exactly the
+    gradient of ``-1/B sum_b sum_m w~ log g(x | z)``: REINFORCE's ``(y - p) dl`` is
+    ``d log g``.
+    """
 
     outputs = ("logits",)
 
@@ -160,50 +170,85 @@ class BGAN(Objective):
         if config.batchnorm != "batch-hidden" or config.d_batchnorm:
             raise ValueError("the bgan networks have train-mode BN in G's hidden layers only: "
                              "batchnorm must be batch-hidden and d_batchnorm off")
-        if config.batches != "reuse":
-            raise ValueError("bgan trains G on the samples D was trained on: batches must be "
-                             f"reuse; got {config.batches!r}")
         if (config.n_critic, config.n_critic_warmup) != (1, 1):
             raise ValueError("bgan does one D step per G step: n_critic and n_critic_warmup "
                              f"must be 1; got {config.n_critic} and {config.n_critic_warmup}")
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self._logits: Optional[tuple[Tensor, Tensor]] = None  # (z, G's logits of z)
+        # With batches "reuse", the D step's draw, kept (with G's graph) for the G step.
+        self._drawn: Optional[tuple[Tensor, Tensor, Tensor]] = None  # (z, logits, samples)
 
     def critic_steps(self, step):
         return 1
 
+    def _draw(self, netG: nn.Module, z: Tensor) -> tuple[Tensor, Tensor]:
+        """G's logits of ``z`` and M samples of each (sample-major), recorded by G's REINFORCE
+        layer when autograd records."""
+        return netG(z, samples_per_z=self.config.bgan_samples)
+
     def fake(self, netG, z):
-        # G runs once per step, as in their code: the logits keep their graph for g_loss.
-        logits = netG(z)  # B x 1 x 28 x 28
-        self._logits = (z, logits)
-        m = self.config.bgan_samples
-        # y = 1[u < sigmoid(l)], the library's stochastic binary neuron, M times per z.
-        samples = bn.functional.stochastic_binary(
-            logits.detach().unsqueeze(0).expand(m, *logits.shape))
-        return samples.flatten(0, 1)  # (M * B) x 1 x 28 x 28, sample-major
+        if self.config.batches == "fresh":  # the G step draws its own
+            with torch.no_grad():
+                return self._draw(netG, z)[1]
+        logits, samples = self._draw(netG, z)  # G runs once per step, as in their code
+        self._drawn = (z, logits, samples)
+        return samples.detach()  # (M * B) x 1 x 28 x 28; D's gradient stops here
 
     def d_loss(self, netD, real, fake):
+        weight = self.config.d_penalty
+        real = real.detach().requires_grad_(weight > 0)
+        fake = fake.detach().requires_grad_(weight > 0)
         real_logits, fake_logits = netD(real), netD(fake)
         loss = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
                 + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
-        return {"loss": loss, "d_real": torch.sigmoid(real_logits.detach()).mean(),
-                "d_fake": torch.sigmoid(fake_logits.detach()).mean()}
+        out = {"d_real": torch.sigmoid(real_logits.detach()).mean(),
+               "d_fake": torch.sigmoid(fake_logits.detach()).mean()}
+        if weight > 0:
+            penalty = 0.5 * (error_weighted_gradient_norm(real_logits, real, target=1.0)
+                             + error_weighted_gradient_norm(fake_logits, fake, target=0.0))
+            loss = loss + weight * penalty
+            out["d_penalty"] = penalty.detach()
+        return {"loss": loss, **out}
 
     def g_loss(self, netG, netD, z, fake):
+        """``fake``: :meth:`fake` of the same ``z`` (the draw G's layer recorded then), or None
+        for a fresh draw."""
+        m = self.config.bgan_samples
         if fake is None:
-            fake = self.fake(netG, z)
-        if self._logits is None or self._logits[0] is not z:
+            logits, samples = self._draw(netG, z)
+        elif self._drawn is None or self._drawn[0] is not z:
             raise RuntimeError("BGAN.g_loss(z, fake) must follow fake(netG, z) of the same z")
-        logits = self._logits[1]  # the logits the samples were drawn from, with their graph
-        self._logits = None
-        samples = fake.view(-1, *logits.shape)  # M x B x 1 x 28 x 28
+        else:
+            _, logits, samples = self._drawn  # the draw D was trained on
+        self._drawn = None
         with torch.no_grad():
-            weights = importance_weights(netD(fake).view(samples.shape[:2]))  # the updated D
-        loss = -(weights * log_likelihood(logits, samples)).sum(dim=0).mean()
-        return {"loss": loss, "ink_density": samples.mean(),
-                "effective_samples": (1.0 / (weights ** 2).sum(dim=0)).mean()}
+            weights = importance_weights(netD(samples).view(m, -1),  # the updated D, M x B
+                                         per_z=self.config.bgan_weights == "per-z")
+            value = weighted_log_likelihood_loss(logits, samples.view(m, *logits.shape), weights)
+        # Its value is 0 and its gradient BGAN's; the logged loss is BGAN's value.
+        term = bn.reinforce_loss(netG, -m * weights.flatten(), baseline=0.0)
+        # (sum w)^2 / sum w^2 per z: 1 / sum w^2 for weights normalized per z, 1 to M.
+        effective = weights.sum(dim=0).square() / weights.square().sum(dim=0).clamp_min(1e-30)
+        return {"loss": term + value, "ink_density": samples.mean(),
+                "effective_samples": effective.mean()}
+
+
+def weighted_log_likelihood_loss(logits: Tensor, samples: Tensor, weights: Tensor) -> Tensor:
+    r"""BGAN's generator loss :math:`-\frac{1}{B} \sum_b \sum_m \tilde w_{m,b} \log
+    g(x_{m,b} \mid z_b)` from logits ``(B, ...)``, samples ``(M, B, ...)`` and weights
+    ``(M, B)``; differentiated w.r.t. the logits, it is what the REINFORCE term of
+    :meth:`BGAN.g_loss` computes (a test compares them)."""
+    return -(weights * log_likelihood(logits, samples)).sum(dim=0).mean()
+
+
+def error_weighted_gradient_norm(logits: Tensor, x: Tensor, target: float) -> Tensor:
+    r"""The BGAN authors' D penalty, one side: the mean over the batch of
+    :math:`(t - \sigma(D(x)))^2 \lVert \nabla_x D(x) \rVert^2`, differentiable w.r.t. D's
+    parameters (``x`` must require grad; a double backward)."""
+    (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
+    error = (target - torch.sigmoid(logits)).square().flatten()
+    return (error * grad.flatten(1).square().sum(dim=1)).mean()
 
 
 def gradient_penalty(netD: nn.Module, xhat: Tensor) -> Tensor:
@@ -214,11 +259,16 @@ def gradient_penalty(netD: nn.Module, xhat: Tensor) -> Tensor:
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
-def importance_weights(d_logits: Tensor) -> Tensor:
+def importance_weights(d_logits: Tensor, per_z: bool = True) -> Tensor:
     r"""BGAN's normalized weights :math:`\tilde w = \mathrm{softmax}_m(D(x_m))`: ``(M, B)``
-    logits of D on the samples -> ``(M, B)`` weights, each column summing to 1."""
+    logits of D on the samples -> ``(M, B)`` weights, each column summing to 1. With
+    ``per_z=False``, normalized over all ``M B`` samples instead, times ``B`` (so they sum to
+    ``B`` as the per-z weights do)."""
     dtype = torch.promote_types(d_logits.dtype, torch.float32)  # half types in float32
-    return torch.softmax(d_logits, dim=0, dtype=dtype).to(d_logits.dtype)
+    if per_z:
+        return torch.softmax(d_logits, dim=0, dtype=dtype).to(d_logits.dtype)
+    flat = torch.softmax(d_logits.flatten(), dim=0, dtype=dtype) * d_logits.shape[1]
+    return flat.view(d_logits.shape).to(d_logits.dtype)
 
 
 def log_likelihood(logits: Tensor, samples: Tensor) -> Tensor:

@@ -10,11 +10,13 @@ import pytest
 import torch
 from torch import nn
 
+import binary_neurons as bn
 from examples.binarygan import objectives
 from examples.binarygan.config import get_preset
 from examples.binarygan.models import (DCGANDiscriminator, Discriminator, LogitsGenerator,
                                        build_models, sample_latent)
-from examples.binarygan.objectives import BGAN, importance_weights, log_likelihood
+from examples.binarygan.objectives import (BGAN, importance_weights, log_likelihood,
+                                           weighted_log_likelihood_loss)
 from examples.binarygan.train import update_d, update_g
 
 
@@ -25,19 +27,24 @@ def log_sigmoid(x: float) -> float:
     return -math.log1p(math.exp(-x))
 
 
-def bgan(m: int = 20, **changes) -> BGAN:
-    return BGAN(get_preset("mlp-bgan").replace(bgan_samples=m, **changes))
+def bgan(m: int = 20, weights: str = "per-z", **changes) -> BGAN:
+    """The objective with M samples per z and weights normalized per z (the paper's; the
+    preset's "batch" where a test says so)."""
+    return BGAN(get_preset("mlp-bgan").replace(bgan_samples=m, bgan_weights=weights, **changes))
 
 
 class FixedLogits(nn.Module):
-    """A "generator" whose logits are a parameter, the same for every z: ``(B, *shape)``."""
+    """A "generator" whose logits are a parameter, the same for every z: ``(B, *shape)``, with
+    BGAN's output layer (the library's REINFORCE layer), called as LogitsGenerator is."""
 
     def __init__(self, logits: torch.Tensor) -> None:
         super().__init__()
         self.l = nn.Parameter(logits)
+        self.output = bn.StochasticBinary(estimator="reinforce", baseline="none")
 
-    def forward(self, z: torch.Tensor, rng=None) -> torch.Tensor:
-        return self.l
+    def forward(self, z: torch.Tensor, rng=None, samples_per_z: int = 1):
+        expanded = self.l.unsqueeze(0).expand(samples_per_z, *self.l.shape).flatten(0, 1)
+        return self.l, self.output(expanded, rng)
 
 
 class TableCritic(nn.Module):
@@ -126,11 +133,14 @@ LOG_G1 = 2 * math.log(0.5) + 2 * math.log(0.75)  # log g(x1): log .5 + log .75 +
 LOG_G2 = 2 * math.log(0.5) + math.log(0.75) + math.log(0.25)
 
 
-def g_loss(objective: BGAN, netG: nn.Module, netD: nn.Module, z: torch.Tensor,
-           samples: torch.Tensor) -> dict:
-    """``objective.g_loss`` as if ``fake(netG, z)`` had drawn ``samples`` (M x B x ...)."""
-    objective.fake(netG, z)  # caches G's logits of z
-    return objective.g_loss(netG, netD, z, samples.flatten(0, 1))
+def g_loss(logits: torch.Tensor, netD: nn.Module, samples: torch.Tensor) -> dict:
+    """BGAN's generator loss (:func:`weighted_log_likelihood_loss`, what ``BGAN.g_loss``
+    logs and differentiates) of given ``samples`` (M x B x ...) of ``logits`` (B x ...)."""
+    d_logits = netD(samples.flatten(0, 1)).view(samples.shape[:2])
+    weights = importance_weights(d_logits.detach())
+    return {"loss": weighted_log_likelihood_loss(logits, samples, weights),
+            "ink_density": samples.mean(),
+            "effective_samples": (1.0 / (weights ** 2).sum(dim=0)).mean()}
 
 
 class TestHandComputed:
@@ -149,8 +159,7 @@ class TestHandComputed:
 
     def test_generator_loss(self):
         logits, samples, _ = self.tensors()
-        out = g_loss(bgan(2), FixedLogits(logits.detach()), TableCritic(CRITIC),
-                     torch.zeros(1, 64), samples)
+        out = g_loss(logits.detach(), TableCritic(CRITIC), samples)
         expected = -(0.25 * LOG_G1 + 0.75 * LOG_G2)
         assert out["loss"].item() == pytest.approx(expected, rel=1e-6)
         assert out["ink_density"].item() == pytest.approx(5 / 8)
@@ -178,7 +187,7 @@ class TestHandComputed:
         log_g = -nn.functional.binary_cross_entropy_with_logits(
             logits.expand(3, 2, 2), samples, reduction="none").sum(dim=2)
         expected = -(weights * log_g).sum(dim=0).mean()
-        out = g_loss(bgan(3), FixedLogits(logits), netD, torch.zeros(2, 64), samples)
+        out = g_loss(logits, netD, samples)
         assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
 
     def test_discriminator_loss(self):
@@ -196,10 +205,9 @@ class TestHandComputed:
     def test_batch_mean_over_z(self):
         # Two identical z's give the loss of one: the loss is a mean over z, a sum over m.
         logits, samples, _ = self.tensors()
-        one = g_loss(bgan(2), FixedLogits(logits.detach()), TableCritic(CRITIC),
-                     torch.zeros(1, 64), samples)["loss"]
-        two = g_loss(bgan(2), FixedLogits(logits.detach().repeat(2, 1, 1, 1)),
-                     TableCritic(CRITIC), torch.zeros(2, 64), samples.repeat(1, 2, 1, 1, 1))
+        one = g_loss(logits.detach(), TableCritic(CRITIC), samples)["loss"]
+        two = g_loss(logits.detach().repeat(2, 1, 1, 1), TableCritic(CRITIC),
+                     samples.repeat(1, 2, 1, 1, 1))
         assert two["loss"].item() == pytest.approx(one.item(), rel=1e-12)
 
 
@@ -208,13 +216,13 @@ class TestHandComputed:
 # ----------------------------------------------------------------------------------------------
 
 
-def random_problem(m=5, b=3, seed=0, dtype=torch.float64):
+def random_problem(m=5, b=3, seed=0, dtype=torch.float64, weights="per-z"):
     """G with logits (B, 1, 2, 2), a random linear critic, and M samples per z drawn by
     ``fake``; returns the objective (fake done), G, D, z and the fakes."""
     torch.manual_seed(seed)
     netG = FixedLogits(torch.randn(b, 1, 2, 2, dtype=dtype))
     netD = TableCritic(torch.randn(4, dtype=dtype), torch.randn(()).item(), dtype=dtype)
-    objective, z = bgan(m), torch.zeros(b, 64)
+    objective, z = bgan(m, weights), torch.zeros(b, 64)
     fake = objective.fake(netG, z)
     return objective, netG, netD, z, fake
 
@@ -227,6 +235,14 @@ class TestWeightsAndGradient:
         assert weights.shape == (7, 4) and weights.dtype == torch.float64
         torch.testing.assert_close(weights.sum(dim=0), torch.ones(4, dtype=torch.float64))
         torch.testing.assert_close(weights, torch.softmax(d_logits, dim=0))
+
+    def test_weights_normalised_over_the_batch(self):
+        gen = torch.Generator().manual_seed(2)
+        d_logits = torch.randn(5, 3, dtype=torch.float64, generator=gen)
+        weights = importance_weights(d_logits, per_z=False)
+        torch.testing.assert_close(weights.sum(), torch.tensor(3.0, dtype=torch.float64))
+        torch.testing.assert_close(weights, 3 * torch.softmax(d_logits.flatten(), 0).view(5, 3))
+        assert not torch.allclose(weights.sum(dim=0), torch.ones(3, dtype=torch.float64))
 
     def test_weights_of_half_precision_logits(self):
         d_logits = torch.tensor([[0.0, 60000.0], [LN3, 60000.0]], dtype=torch.float16)
@@ -244,11 +260,11 @@ class TestWeightsAndGradient:
                                    rtol=1e-12, atol=1e-14)
         # and so is the loss: a critic shifted by a constant gives the same L_G
         objective, netG, netD, z, fake = random_problem()
+        samples = fake.view(5, *netG.l.shape)
         a = objective.g_loss(netG, netD, z, fake)["loss"]
         with torch.no_grad():
             netD.c += 300.0
-        objective.fake(netG, z)
-        b = objective.g_loss(netG, netD, z, fake)["loss"]
+        b = g_loss(netG.l, netD, samples)["loss"]
         assert a.item() == pytest.approx(b.item(), rel=1e-12)
 
     def test_no_gradient_to_discriminator(self):
@@ -257,28 +273,57 @@ class TestWeightsAndGradient:
         assert netG.l.grad is not None
         assert all(p.grad is None for p in netD.parameters())
 
-    def test_gradient_is_importance_weighted_score(self):
+    @pytest.mark.parametrize("weights", ["per-z", "batch"])
+    def test_gradient_is_importance_weighted_score(self, weights):
         # dL_G/dl = -(1/B) sum_m w~_m (x_m - sigmoid(l)), w~ from D on the same samples
-        objective, netG, netD, z, fake = random_problem(m=6, b=4)
+        objective, netG, netD, z, fake = random_problem(m=6, b=4, weights=weights)
         objective.g_loss(netG, netD, z, fake)["loss"].backward()
         samples = fake.view(6, 4, 1, 2, 2)
         with torch.no_grad():
-            w = torch.softmax(netD(fake).view(6, 4), dim=0).reshape(6, 4, 1, 1, 1)
+            d_logits = netD(fake).view(6, 4)
+            if weights == "per-z":
+                w = torch.softmax(d_logits, dim=0)
+            else:  # over all 24 samples, scaled to sum to B = 4
+                w = 4 * torch.softmax(d_logits.flatten(), dim=0).view(6, 4)
+            w = w.reshape(6, 4, 1, 1, 1)
         expected = -(w * (samples - torch.sigmoid(netG.l.detach()))).sum(dim=0) / 4
         torch.testing.assert_close(netG.l.grad, expected, rtol=1e-6, atol=1e-9)
 
     def test_stable_for_saturated_logits(self):
-        netG = FixedLogits(torch.tensor([[200.0, -200.0, 50.0, -50.0]]))
+        logits = torch.tensor([[200.0, -200.0, 50.0, -50.0]], requires_grad=True)
         samples = torch.tensor([[[0.0, 1.0, 1.0, 0.0]], [[1.0, 0.0, 0.0, 1.0]]])
         # D: 0 on the first sample, 1 on the second
         netD = TableCritic([1.0, 0.0, 0.0, 0.0], dtype=torch.float32)
-        loss = g_loss(bgan(2), netG, netD, torch.zeros(1, 64), samples)["loss"]
+        loss = g_loss(logits, netD, samples)["loss"]
         loss.backward()
-        assert math.isfinite(loss.item()) and torch.isfinite(netG.l.grad).all()
+        assert math.isfinite(loss.item()) and torch.isfinite(logits.grad).all()
         # log g = -400 for sample 1 (two 200-nat pixels), -100 for sample 2 (two 50-nat
         # pixels), weights softmax(0, 1): a naive log(sigmoid) would give -inf here.
         w1 = 1 / (1 + math.e)
         assert loss.item() == pytest.approx(w1 * 400 + (1 - w1) * 100, rel=1e-6)
+
+    @pytest.mark.parametrize("generator", ["fixed", "mlp"])
+    def test_reinforce_loss_gives_the_weighted_likelihoods_gradient(self, generator):
+        # BGAN's gradient written out (the weighted log-likelihood, differentiated) against
+        # what g_loss backpropagates (bn.reinforce_loss with the signal -M w), on one batch.
+        if generator == "fixed":
+            objective, netG, netD, z, fake = random_problem(m=6, b=4)
+        else:
+            config = get_preset("mlp-bgan").replace(bgan_samples=6, latent_dim=8)
+            torch.manual_seed(0)
+            netG, netD = (net.double() for net in build_models(config))  # exact sums compared
+            objective, z = BGAN(config), sample_latent(config, 4).double()
+            fake = objective.fake(netG, z)
+        logits = objective._drawn[1]
+        per_z = objective.config.bgan_weights == "per-z"  # mlp: the preset's, over the batch
+        with torch.no_grad():
+            weights = importance_weights(netD(fake).view(6, 4), per_z=per_z)
+        written = weighted_log_likelihood_loss(logits, fake.view(6, *logits.shape), weights)
+        params = [p for p in netG.parameters()]
+        expected = torch.autograd.grad(written, params, retain_graph=True)
+        objective.g_loss(netG, netD, z, fake)["loss"].backward()
+        for param, grad in zip(params, expected):
+            torch.testing.assert_close(param.grad, grad, rtol=1e-9, atol=1e-12)
 
     def test_g_loss_must_follow_fake_of_the_same_z(self):
         objective, netG, netD, z, fake = random_problem(m=5, b=3)
@@ -303,7 +348,9 @@ class TestNetworks:
         assert G.body[:4](z).shape == (3, 128 * 7 * 7)
         assert G.body[:7](z).shape == (3, 128, 7, 7)
         assert G.body[:8](z).shape == (3, 64, 14, 14)
-        assert G(z).shape == (3, 1, 28, 28) and G.logits(z).shape == (3, 1, 28, 28)
+        logits, samples = G(z, samples_per_z=2)
+        assert logits.shape == (3, 1, 28, 28) and samples.shape == (6, 1, 28, 28)
+        assert G.logits(z).shape == (3, 1, 28, 28)
 
     def test_dcgan_discriminator_shapes(self):
         D = DCGANDiscriminator()
@@ -317,7 +364,7 @@ class TestNetworks:
         config = get_preset("mlp-bgan")
         G, D = build_models(config)
         assert type(G) is LogitsGenerator and type(D) is Discriminator
-        assert G(sample_latent(config, 3)).shape == (3, 1, 28, 28)
+        assert G(sample_latent(config, 3))[1].shape == (3, 1, 28, 28)
         assert D(torch.zeros(3, 1, 28, 28)).shape == (3,)
         # BinaryGAN's MLP discriminator without BN: 784*512+512 + 512*256+256 + 256+1.
         assert sum(p.numel() for p in D.parameters()) == 533_505
@@ -335,7 +382,7 @@ class TestNetworks:
         G, D = build_models(get_preset("mlp-bgan"))
         for opt in (objective.optimizer(G), objective.optimizer(D)):
             assert type(opt) is torch.optim.Adam
-            assert opt.defaults["lr"] == 1e-4 and opt.defaults["betas"] == (0.5, 0.999)
+            assert opt.defaults["lr"] == 1e-3 and opt.defaults["betas"] == (0.5, 0.999)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -251,10 +251,13 @@ def test_cuda_without_a_gpu_is_one_line_error(finished_run, tiny_dir, tmp_path, 
     assert not out.exists()  # refused before the run directory was touched
 
 
-def test_bgan_refuses_fresh_batches(tiny_dir, tmp_path, capsys):
+def test_bgan_trains_with_fresh_batches_and_the_d_penalty(tiny_dir, tmp_path):
+    # The authors' PyTorch set-up: a fresh batch and draw for the G step, D's penalty.
     out = tmp_path / "b"
-    assert main(train_args(tiny_dir, out, preset="mlp-bgan") + ["--batches", "fresh"]) == 2
-    assert "batches must be reuse" in error_line(capsys)
+    args = train_args(tiny_dir, out, preset="mlp-bgan")
+    assert main(args + ["--batches", "fresh", "--d-penalty", "5", "--bgan-samples", "3"]) == 0
+    record = json.loads((out / LOG).read_text().splitlines()[-1])
+    assert record["d_penalty"] > 0 and 1 <= record["effective_samples"] <= 3
 
 
 def test_experiments_worker_counts_a_fully_trained_checkpoint_as_done(finished_run, tmp_path):
@@ -338,3 +341,19 @@ def test_default_run_directory_is_under_the_cwd(tiny_dir, tmp_path, capsys, monk
     # and a second train into the default directory is refused
     assert main(train_args(tiny_dir, steps=2)) == 2
     assert f"runs/{PRESET} already holds a run" in error_line(capsys)
+
+
+def test_under_make_demo_the_message_names_demo_flags(tiny_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert main(train_args(tiny_dir, out, steps=1)) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("BINARYGAN_FLAGS_VARIABLE", "DEMO_FLAGS")  # what `make demo` sets
+    assert main(train_args(tiny_dir, out, steps=1)) == 2
+    line = error_line(capsys)
+    assert "DEMO_FLAGS=--resume" in line and "DEMO_FLAGS=--overwrite" in line
+
+
+def test_a_preset_typo_is_one_line_with_the_closest_names(capsys):
+    assert main(["train", "--preset", "mlp-wgan-sb", "--dry-run"]) == 2
+    line = error_line(capsys)
+    assert "unknown preset 'mlp-wgan-sb'; did you mean mlp-wgan-sbn" in line
