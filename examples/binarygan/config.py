@@ -175,12 +175,15 @@ PRESETS: dict[str, Config] = {
 }
 # Discrete BGAN in the same trainer, data pipeline and outputs: the original's set-up with the
 # learning rate of the authors' PyTorch code (1e-3, not 1e-4: at 3,120 steps class entropy 2.01
-# against 0.00) and the importance weights normalized over the batch (2.09); see the README.
+# against 0.00), the importance weights normalized over the batch, and for the MLP 40 samples
+# per z (mean Frechet distance over 3 seeds 137 against 150 with 20); see the README. The CNN,
+# 0.9 s a step with 20 on 2 cores, keeps 20.
 for _arch in ARCHS:
     PRESETS[f"{_arch}-bgan"] = Config(
         preset=f"{_arch}-bgan", arch=_arch, objective="bgan", output="logits", latent_dim=64,
         prior="uniform", lr=1e-3, betas=(0.5, 0.999), batchnorm="batch-hidden",
-        binarize="sample", bgan_weights="batch", n_critic=1, n_critic_warmup=1, warmup_steps=0)
+        binarize="sample", bgan_samples=40 if _arch == "mlp" else 20, bgan_weights="batch",
+        n_critic=1, n_critic_warmup=1, warmup_steps=0)
 del _arch
 # The demo: the paper's main setting (MLP, WGAN-GP, stochastic binary neurons) on the 5,000
 # offline digits, with the training budget spent for samples within about 3 minutes on 2 CPU

@@ -214,6 +214,13 @@ class LogitsGenerator(_GeneratorBase):
             return super()._binary_samples(z, rng, binarize)
         return self(z, rng)[1]  # the output layer's draw: the same as stochastic_binary's
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A checkpoint from before G had an output layer holds none of its buffers; the layer
+        # has no parameters, and its defaults are what those runs sampled with.
+        if not any(key.startswith(prefix + "output.") for key in state_dict):
+            state_dict.update(self.output.state_dict(prefix=prefix + "output."))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
 
 class Discriminator(nn.Module):
     """BinaryGAN's D: N x 1 x 28 x 28 -> one logit per image, N (no output activation)."""

@@ -373,6 +373,14 @@ class TestNetworks:
         expected = (64 * 1024 + 1024) + 2 * 1024 + (1024 * 784 + 784)
         assert sum(p.numel() for p in G.parameters()) == expected
 
+    def test_a_generator_saved_before_its_output_layer_loads(self):
+        G = LogitsGenerator(get_preset("mlp-bgan"))
+        old = {key: value for key, value in G.state_dict().items()
+               if not key.startswith("output.")}
+        restored = LogitsGenerator(get_preset("mlp-bgan"))
+        restored.load_state_dict(old)  # strict: nothing missing, nothing unexpected
+        assert torch.equal(restored.body[0].weight, G.body[0].weight)
+
     def test_cnn_pair(self):
         G, D = build_models(get_preset("cnn-bgan"))
         assert type(G) is LogitsGenerator and type(D) is DCGANDiscriminator

@@ -93,7 +93,7 @@ def test_bgan_presets_follow_their_paper(arch):
     assert (config.objective, config.output, config.prior, config.latent_dim) == (
         "bgan", "logits", "uniform", 64)
     assert (config.batch_size, config.lr, config.betas, config.bgan_samples) == (
-        64, 1e-3, (0.5, 0.999), 20)
+        64, 1e-3, (0.5, 0.999), 40 if arch == "mlp" else 20)
     assert (config.bgan_weights, config.d_penalty, config.batches) == ("batch", 0.0, "reuse")
     objective = make_objective(config)
     assert isinstance(objective, objectives.BGAN) and not config.anneals
