@@ -74,11 +74,20 @@ def _check_scalar(op: str, name: str, value: Tensor, floating: bool, input: Tens
         )
 
 
-def _check_needs(
-    op: str, kernel: Kernel, seed: Tensor | None, tau: Tensor | None, input: Tensor
+def _check_scalars(
+    op: str,
+    kernel: Kernel,
+    slope: Tensor,
+    seed: Tensor | None,
+    tau: Tensor | None,
+    input: Tensor,
 ) -> None:
-    """A kernel that reads the forward's uniforms needs the seed; one that reads a temperature
-    needs tau."""
+    """The one-value arguments, shared by the forward and the backward: slope, seed and tau
+    well formed, and what the kernel reads given (the forward's uniforms need the seed, a
+    temperature needs tau)."""
+    _check_scalar(op, "slope", slope, True, input)
+    if seed is not None:
+        _check_scalar(op, "seed", seed, False, input)
     if tau is not None:
         _check_scalar(op, "tau", tau, True, input)
     if "uniform" in kernel.reads and seed is None:
@@ -97,10 +106,7 @@ def check_forward(
     op = "threshold_sample"
     found = get_kernel(op, kernel)
     _check_input(op, input)
-    _check_scalar(op, "slope", slope, True, input)
-    if seed is not None:
-        _check_scalar(op, "seed", seed, False, input)
-    _check_needs(op, found, seed, tau, input)
+    _check_scalars(op, found, slope, seed, tau, input)
     return found
 
 
@@ -132,10 +138,7 @@ def check_backward(
             f"{op}: expected grad_output on the input's device {input.device}, got "
             f"{grad_output.device}"
         )
-    _check_scalar(op, "slope", slope, True, input)
-    if seed is not None:
-        _check_scalar(op, "seed", seed, False, input)
-    _check_needs(op, found, seed, tau, input)
+    _check_scalars(op, found, slope, seed, tau, input)
     return found
 
 
